@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* xdpflow: count packets and bytes per connection arriving at this host.
+ *
+ * The program never drops or alters a packet: every path returns XDP_PASS.
+ * Counting happens only for well-formed IPv4/IPv6 TCP/UDP packets whose
+ * transport and destination port pass the load-time filters. */
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xdpflow.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define IP_OFFSET_MASK 0x1fff
+#define IP6_OFFSET_MASK 0xfff8
+/* IPv6 extension headers walked before giving up (not counted). */
+#define MAX_IPV6_EXT_HEADERS 8
+
+/* Load-time settings, set by the loader through spec.Variables. */
+/* Destination port set as a 65536-bit bitmap; ignored when all_ports. */
+volatile const __u64 port_bitmap[1024];
+volatile const __u8 all_ports = 1;
+volatile const __u8 count_tcp = 1;
+volatile const __u8 count_udp = 1;
+/* A trigger event is sent every new_conns_per_event new connections. */
+volatile const __u64 new_conns_per_event = 5;
+
+/* Connections inserted since load; the every-N trigger is derived from the
+ * value returned by the atomic add, never from a re-read. */
+__u64 new_connections = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+	__uint(max_entries, 65536); /* set by the loader */
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, STAT_MAX);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
+
+/* Force the generation of BTF for types the loader needs. */
+const struct trigger_event *unused_trigger_event __attribute__((unused));
+const enum xdpflow_stat *unused_stat __attribute__((unused));
+
+static __always_inline void stat_add(__u32 index, __u64 delta)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &index);
+	if (v)
+		__sync_fetch_and_add(v, delta);
+}
+
+static __always_inline int port_counted(__u16 port)
+{
+	if (all_ports)
+		return 1;
+	return (port_bitmap[(port >> 6) & 1023] >> (port & 63)) & 1;
+}
+
+static __always_inline int proto_counted(__u8 proto)
+{
+	return (proto == IPPROTO_TCP && count_tcp) || (proto == IPPROTO_UDP && count_udp);
+}
+
+/* Results of the parse functions: negative means "not counted". */
+#define PARSED_PORTS 0
+/* A non-first fragment carries no transport header: it is counted with
+ * both ports 0, whatever the port filter, so its bytes are not lost. */
+#define PARSED_FRAGMENT 1
+
+/* parse_ports reads the ports of a TCP or UDP header at l4 into key.
+ * Returns PARSED_PORTS when the whole fixed header is present. */
+static __always_inline int parse_ports(void *l4, void *data_end, struct flow_key *key)
+{
+	if (key->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > data_end)
+			return -1;
+		key->sport = bpf_ntohs(th->source);
+		key->dport = bpf_ntohs(th->dest);
+		return PARSED_PORTS;
+	}
+	struct udphdr *uh = l4;
+	if ((void *)(uh + 1) > data_end)
+		return -1;
+	key->sport = bpf_ntohs(uh->source);
+	key->dport = bpf_ntohs(uh->dest);
+	return PARSED_PORTS;
+}
+
+static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key *key)
+{
+	struct iphdr *iph = l3;
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	if (iph->version != 4 || iph->ihl < 5)
+		return -1;
+	__u32 hdr_len = iph->ihl * 4;
+	if (l3 + hdr_len > data_end)
+		return -1;
+	key->proto = iph->protocol;
+	if (!proto_counted(key->proto))
+		return -1;
+	key->family = XDPFLOW_FAMILY_IPV4;
+	key->saddr[10] = 0xff;
+	key->saddr[11] = 0xff;
+	__builtin_memcpy(&key->saddr[12], &iph->saddr, 4);
+	if (bpf_ntohs(iph->frag_off) & IP_OFFSET_MASK)
+		return PARSED_FRAGMENT;
+	return parse_ports(l3 + hdr_len, data_end, key);
+}
+
+static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key *key)
+{
+	struct ipv6hdr *ip6h = l3;
+	if ((void *)(ip6h + 1) > data_end)
+		return -1;
+	if (ip6h->version != 6)
+		return -1;
+	__builtin_memcpy(key->saddr, &ip6h->saddr, 16);
+	key->family = XDPFLOW_FAMILY_IPV6;
+
+	void *cursor = ip6h + 1;
+	__u8 nexthdr = ip6h->nexthdr;
+#pragma unroll
+	for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+		switch (nexthdr) {
+		case IPPROTO_TCP:
+		case IPPROTO_UDP:
+			key->proto = nexthdr;
+			if (!proto_counted(nexthdr))
+				return -1;
+			return parse_ports(cursor, data_end, key);
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS: {
+			struct ipv6_opt_hdr *opt = cursor;
+			if ((void *)(opt + 1) > data_end)
+				return -1;
+			nexthdr = opt->nexthdr;
+			cursor += (opt->hdrlen + 1) * 8;
+			break;
+		}
+		case IPPROTO_AH: {
+			struct ipv6_opt_hdr *opt = cursor;
+			if ((void *)(opt + 1) > data_end)
+				return -1;
+			nexthdr = opt->nexthdr;
+			cursor += (opt->hdrlen + 2) * 4;
+			break;
+		}
+		case IPPROTO_FRAGMENT: {
+			struct frag_hdr {
+				__u8 nexthdr;
+				__u8 reserved;
+				__be16 frag_off;
+				__be32 identification;
+			} *fh = cursor;
+			if ((void *)(fh + 1) > data_end)
+				return -1;
+			nexthdr = fh->nexthdr;
+			cursor = fh + 1;
+			if (bpf_ntohs(fh->frag_off) & IP6_OFFSET_MASK) {
+				key->proto = nexthdr;
+				if (!proto_counted(nexthdr))
+					return -1;
+				return PARSED_FRAGMENT;
+			}
+			break;
+		}
+		default:
+			return -1;
+		}
+	}
+	return -1; /* too many extension headers */
+}
+
+/* parse fills key from the frame. Returns 0 when the packet is counted. */
+static __always_inline int parse(struct xdp_md *ctx, struct flow_key *key)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	void *cursor = eth + 1;
+	__u16 proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q_) && proto != bpf_htons(ETH_P_8021AD_))
+			break;
+		struct vlan_hdr {
+			__be16 tci;
+			__be16 encapsulated_proto;
+		} *vh = cursor;
+		if ((void *)(vh + 1) > data_end)
+			return -1;
+		proto = vh->encapsulated_proto;
+		cursor = vh + 1;
+	}
+
+	int res;
+	if (proto == bpf_htons(ETH_P_IP))
+		res = parse_ipv4(cursor, data_end, key);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		res = parse_ipv6(cursor, data_end, key);
+	else
+		return -1;
+	if (res == PARSED_FRAGMENT)
+		return 0;
+	if (res != PARSED_PORTS || !port_counted(key->dport))
+		return -1;
+	return 0;
+}
+
+static __always_inline void send_trigger(__u64 now, __u64 total)
+{
+	struct trigger_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_add(STAT_RINGBUF_DROPS, 1);
+		return;
+	}
+	ev->ktime_ns = now;
+	ev->new_connections = total;
+	bpf_ringbuf_submit(ev, 0);
+	stat_add(STAT_EVENTS, 1);
+}
+
+static __always_inline void on_new_connection(__u64 now)
+{
+	__u64 total = __sync_fetch_and_add(&new_connections, 1) + 1;
+	__u64 every = new_conns_per_event;
+	if (every && total % every == 0)
+		send_trigger(now, total);
+}
+
+static __always_inline void account(struct flow_value *v, __u64 len, __u64 now)
+{
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, len);
+	v->last_seen_ns = now;
+}
+
+/* count adds one packet to key. A key deleted between a failed insert and
+ * the lookup after it is retried once; whatever cannot be stored in the map
+ * is added to the overflow counters, so no packet goes uncounted. */
+static __always_inline void count(struct flow_key *key, __u64 len)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct flow_value init = {
+		.packets = 1,
+		.bytes = len,
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+	};
+
+#pragma unroll
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+		if (v) {
+			account(v, len, now);
+			return;
+		}
+		long err = bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
+		if (err == 0) {
+			on_new_connection(now);
+			return;
+		}
+		if (err != -EEXIST)
+			break; /* map full */
+	}
+	stat_add(STAT_OVERFLOW_PACKETS, 1);
+	stat_add(STAT_OVERFLOW_BYTES, len);
+}
+
+SEC("xdp")
+int xdpflow(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		key.ifindex = ctx->ingress_ifindex;
+		count(&key, ctx->data_end - ctx->data);
+	}
+	return XDP_PASS;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Types shared by the XDP program (bpf/xdpflow.c) and its Go loader.
+ * Every struct is laid out without implicit padding: any padding is an
+ * explicit field that the program zeroes, so one connection is one key. */
+#ifndef XDPFLOW_H
+#define XDPFLOW_H
+
+#include <linux/types.h>
+
+/* Address families stored in flow_key.family. */
+#define XDPFLOW_FAMILY_IPV4 4
+#define XDPFLOW_FAMILY_IPV6 6
+
+/* flow_key identifies one connection arriving at this host. */
+struct flow_key {
+	/* Source address. IPv4 is stored IPv4-mapped (::ffff:a.b.c.d). */
+	__u8 saddr[16];
+	/* Interface the packet arrived on. */
+	__u32 ifindex;
+	/* Ports in host byte order. Both are 0 for a non-first fragment,
+	 * whose transport header is in an earlier packet. */
+	__u16 sport;
+	__u16 dport;
+	/* IPPROTO_TCP or IPPROTO_UDP. */
+	__u8 proto;
+	/* XDPFLOW_FAMILY_IPV4 or XDPFLOW_FAMILY_IPV6. */
+	__u8 family;
+	/* Explicit padding, always zero. */
+	__u16 pad;
+};
+
+/* flow_value holds the counters of one connection. */
+struct flow_value {
+	__u64 packets;
+	/* Frame bytes as seen by XDP: from the Ethernet header to the end of
+	 * the payload (no FCS). */
+	__u64 bytes;
+	/* bpf_ktime_get_boot_ns() of the first and the latest packet. */
+	__u64 first_seen_ns;
+	__u64 last_seen_ns;
+};
+
+/* trigger_event is sent on the ring buffer every N new connections. */
+struct trigger_event {
+	__u64 ktime_ns;
+	/* Connections inserted since load, including this one. */
+	__u64 new_connections;
+};
+
+/* Indexes of the per-CPU statistics array. */
+enum xdpflow_stat {
+	/* Packets and bytes not attributed because the map was full. */
+	STAT_OVERFLOW_PACKETS = 0,
+	STAT_OVERFLOW_BYTES,
+	/* Trigger events that could not be reserved on the ring buffer. */
+	STAT_RINGBUF_DROPS,
+	/* Trigger events submitted. */
+	STAT_EVENTS,
+	STAT_MAX,
+};
+
+#endif /* XDPFLOW_H */

@@ -1,0 +1,141 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// attachment is the program attached to one interface.
+type attachment struct {
+	link    link.Link
+	ifindex int
+	mode    AttachMode
+}
+
+// Attach attaches the program to the interface named iface, in the calling
+// thread's network namespace, and returns the mode actually used: with
+// AttachAuto, native if the driver supports it, else generic.
+//
+// It uses a bpf_link, so the program is detached when the process exits,
+// however it exits. An interface that already has an XDP program is an
+// error, and the other program is left untouched.
+func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return 0, fmt.Errorf("attach xdp to %s: datapath is closed", iface)
+	}
+	if _, ok := d.links[iface]; ok {
+		return 0, fmt.Errorf("attach xdp to %s: already attached by this receiver (list each interface once)", iface)
+	}
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return 0, fmt.Errorf("attach xdp to %s: interface not found (interfaces here: %s)", iface, interfaceNames())
+	}
+
+	modes := []AttachMode{mode}
+	if mode == AttachAuto {
+		modes = []AttachMode{AttachNative, AttachGeneric}
+	}
+	var errs []error
+	for _, m := range modes {
+		l, err := link.AttachXDP(link.XDPOptions{
+			Program:   d.objs.Xdpflow,
+			Interface: ifc.Index,
+			Flags:     xdpFlags(m),
+		})
+		if err == nil {
+			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m}
+			return m, nil
+		}
+		errs = append(errs, fmt.Errorf("attach xdp to %s in %s mode: %w%s", iface, m, err, attachHint(err, m)))
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+			break // falling back to generic mode would not help
+		}
+	}
+	return 0, errors.Join(errs...)
+}
+
+func xdpFlags(m AttachMode) link.XDPAttachFlags {
+	if m == AttachNative {
+		return link.XDPDriverMode
+	}
+	return link.XDPGenericMode
+}
+
+func attachHint(err error, m AttachMode) string {
+	switch {
+	case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
+		return " (another XDP program is attached to this interface; it was left untouched: detach it or choose another interface)"
+	case m == AttachNative && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)):
+		return " (the driver has no native XDP support: try attach_mode: generic)"
+	}
+	return privilegeHint(err)
+}
+
+// privilegeHint explains a permission error; it is empty for other errors.
+func privilegeHint(err error) string {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return " (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+	}
+	return ""
+}
+
+// Detach removes the program from iface. Detaching an interface that was
+// deleted meanwhile succeeds: the kernel already released the program.
+func (d *Datapath) Detach(iface string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.links[iface]
+	if !ok {
+		return fmt.Errorf("detach xdp from %s: not attached", iface)
+	}
+	delete(d.links, iface)
+	return closeLink(iface, a)
+}
+
+func (d *Datapath) detachAllLocked() []error {
+	var errs []error
+	for iface, a := range d.links {
+		errs = append(errs, closeLink(iface, a))
+		delete(d.links, iface)
+	}
+	return errs
+}
+
+func closeLink(iface string, a *attachment) error {
+	if err := a.link.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("detach xdp from %s: %w", iface, err)
+	}
+	return nil
+}
+
+// Attached returns the attached interfaces by name with their ifindex.
+func (d *Datapath) Attached() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]int, len(d.links))
+	for name, a := range d.links {
+		out[name] = a.ifindex
+	}
+	return out
+}
+
+func interfaceNames() string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	names := make([]string, 0, len(ifaces))
+	for _, i := range ifaces {
+		names = append(names, i.Name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,160 @@
+// Package datapath loads the xdpflow XDP program, attaches it to network
+// interfaces and reads its per-connection counters.
+//
+// Loading and attaching need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or
+// root) and a kernel of 5.15 or newer.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Datapath is the loaded XDP program with its maps and links. Its methods
+// are safe for concurrent use.
+type Datapath struct {
+	objs   xdpflowObjects
+	events *ringbuf.Reader
+	trig   chan TriggerEvent
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	links     map[string]*attachment
+	closed    bool
+	noBatchOp bool
+}
+
+// Load checks opts, then loads the program and its maps into the kernel.
+// Nothing is attached until Attach is called. Call Close when done.
+func Load(opts Options) (*Datapath, error) {
+	if len(opts.Protocols) == 0 {
+		opts.Protocols = []Protocol{TCP, UDP}
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("xdpflow options: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w%s", err, privilegeHint(err))
+	}
+	spec, err := loadXdpflow()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded xdpflow program: %w", err)
+	}
+	if err := configure(spec, opts); err != nil {
+		return nil, err
+	}
+
+	d := &Datapath{links: map[string]*attachment{}, trig: make(chan TriggerEvent, 1)}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load xdpflow program: %+v", verr)
+		}
+		return nil, fmt.Errorf("load xdpflow program: %w%s", err, privilegeHint(err))
+	}
+	d.events, err = ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("open trigger ring buffer: %w", err)
+	}
+	d.wg.Add(1)
+	go d.readEvents()
+	return d, nil
+}
+
+// configure writes opts into the spec's load-time constants and map sizes.
+func configure(spec *ebpf.CollectionSpec, opts Options) error {
+	var countTCP, countUDP uint8
+	for _, p := range opts.Protocols {
+		switch p {
+		case TCP:
+			countTCP = 1
+		case UDP:
+			countUDP = 1
+		}
+	}
+	var allPorts uint8
+	if len(opts.Ports) == 0 {
+		allPorts = 1
+	}
+	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
+	vars := []struct {
+		name  string
+		value any
+	}{
+		{xdpflowVarPortBitmap, portBitmap(opts.Ports)},
+		{xdpflowVarAllPorts, allPorts},
+		{xdpflowVarCountTcp, countTCP},
+		{xdpflowVarCountUdp, countUDP},
+		{xdpflowVarNewConnsPerEvent, uint64(opts.NewConnectionsPerEvent)},
+	}
+	for _, v := range vars {
+		if err := spec.Variables[v.name].Set(v.value); err != nil {
+			return fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+	return nil
+}
+
+// Program returns the loaded XDP program, e.g. for BPF_PROG_TEST_RUN.
+func (d *Datapath) Program() *ebpf.Program { return d.objs.Xdpflow }
+
+// Close detaches the program from every interface and releases the
+// program, its maps and the event reader. It is safe to call twice.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	errs := d.detachAllLocked()
+	d.mu.Unlock()
+
+	errs = append(errs, d.events.Close())
+	d.wg.Wait()
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Stats are the program's data-quality counters since load.
+type Stats struct {
+	// OverflowPackets and OverflowBytes were not attributed to a connection
+	// because the flow table was full.
+	OverflowPackets uint64
+	OverflowBytes   uint64
+	// RingbufDrops counts trigger events lost because the ring buffer was
+	// full; a later snapshot still reads their connections.
+	RingbufDrops uint64
+	// Events counts trigger events submitted.
+	Events uint64
+	// NewConnections counts connections inserted into the flow table.
+	NewConnections uint64
+}
+
+// Stats reads the counters, summing the per-CPU values.
+func (d *Datapath) Stats() (Stats, error) {
+	var s Stats
+	fields := []*uint64{&s.OverflowPackets, &s.OverflowBytes, &s.RingbufDrops, &s.Events}
+	var perCPU []uint64
+	for i, f := range fields {
+		if err := d.objs.Stats.Lookup(uint32(i), &perCPU); err != nil {
+			return Stats{}, fmt.Errorf("read stats[%d]: %w", i, err)
+		}
+		for _, v := range perCPU {
+			*f += v
+		}
+	}
+	if err := d.objs.NewConnections.Get(&s.NewConnections); err != nil {
+		return Stats{}, fmt.Errorf("read new_connections: %w", err)
+	}
+	return s, nil
+}
+
+// MaxConnections returns the capacity of the flow table.
+func (d *Datapath) MaxConnections() uint32 { return d.objs.Flows.MaxEntries() }

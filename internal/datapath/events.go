@@ -1,0 +1,60 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// TriggerEvent is sent by the program every N new connections.
+type TriggerEvent struct {
+	// KtimeNs is the boot-time timestamp of the connection that triggered it.
+	KtimeNs uint64
+	// NewConnections is the number of connections inserted since load.
+	NewConnections uint64
+}
+
+// Events returns the trigger events. The channel holds at most one pending
+// event: a consumer that is busy sees bursts coalesced into the latest
+// event, which is all a "take a snapshot now" signal needs. The channel is
+// closed by Close.
+func (d *Datapath) Events() <-chan TriggerEvent { return d.trig }
+
+func (d *Datapath) readEvents() {
+	defer d.wg.Done()
+	defer close(d.trig)
+	var rec ringbuf.Record
+	for {
+		if err := d.events.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if len(rec.RawSample) < 16 {
+			continue
+		}
+		ev := TriggerEvent{
+			KtimeNs:        binary.NativeEndian.Uint64(rec.RawSample[0:8]),
+			NewConnections: binary.NativeEndian.Uint64(rec.RawSample[8:16]),
+		}
+		d.offer(ev)
+	}
+}
+
+// offer delivers ev, replacing a pending event the consumer has not taken.
+func (d *Datapath) offer(ev TriggerEvent) {
+	for {
+		select {
+		case d.trig <- ev:
+			return
+		default:
+		}
+		select {
+		case <-d.trig:
+		default:
+		}
+	}
+}

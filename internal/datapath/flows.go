@@ -1,0 +1,88 @@
+package datapath
+
+import (
+	"net/netip"
+)
+
+// Address families stored in FlowKey.Family.
+const (
+	FamilyIPv4 = 4
+	FamilyIPv6 = 6
+)
+
+// FlowKey identifies one connection. Its layout mirrors struct flow_key in
+// headers/xdpflow.h byte for byte (checked by a test).
+type FlowKey struct {
+	// SrcAddr is the source address; IPv4 is stored IPv4-mapped.
+	SrcAddr [16]byte
+	// Ifindex is the interface the packets arrived on.
+	Ifindex uint32
+	// SrcPort and DstPort are 0 for non-first fragments.
+	SrcPort uint16
+	DstPort uint16
+	// Proto is the transport protocol number.
+	Proto Protocol
+	// Family is FamilyIPv4 or FamilyIPv6.
+	Family uint8
+	// Pad is always zero.
+	Pad uint16
+}
+
+// Addr returns the source address, unmapped for IPv4.
+func (k FlowKey) Addr() netip.Addr {
+	a := netip.AddrFrom16(k.SrcAddr)
+	if k.Family == FamilyIPv4 {
+		return a.Unmap()
+	}
+	return a
+}
+
+// FlowValue holds the counters of one connection. Its layout mirrors
+// struct flow_value.
+type FlowValue struct {
+	Packets uint64
+	// Bytes counts whole frames from the Ethernet header on, without FCS.
+	Bytes uint64
+	// FirstSeenNs and LastSeenNs are kernel boot-time nanoseconds; convert
+	// them with ClockOffset.Wall.
+	FirstSeenNs uint64
+	LastSeenNs  uint64
+}
+
+// FlowTable is a set of flows read from the kernel, as two parallel
+// slices. Its buffers are reused by the next read into it.
+type FlowTable struct {
+	Keys   []FlowKey
+	Values []FlowValue
+}
+
+// Len returns the number of flows.
+func (t *FlowTable) Len() int { return len(t.Keys) }
+
+// Reset empties the table, keeping its buffers.
+func (t *FlowTable) Reset() {
+	t.Keys = t.Keys[:0]
+	t.Values = t.Values[:0]
+}
+
+// Append adds one flow.
+func (t *FlowTable) Append(k FlowKey, v FlowValue) {
+	t.Keys = append(t.Keys, k)
+	t.Values = append(t.Values, v)
+}
+
+// grow makes room for n more flows and returns the free tails to fill.
+func (t *FlowTable) grow(n int) ([]FlowKey, []FlowValue) {
+	l := len(t.Keys)
+	if cap(t.Keys)-l < n {
+		keys := make([]FlowKey, l, 2*cap(t.Keys)+n)
+		copy(keys, t.Keys)
+		t.Keys = keys
+	}
+	if cap(t.Values)-l < n {
+		values := make([]FlowValue, l, 2*cap(t.Values)+n)
+		copy(values, t.Values)
+		t.Values = values
+	}
+	return t.Keys[l : l+n], t.Values[l : l+n]
+}
