@@ -139,3 +139,11 @@ func interfaceNames() string {
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
+
+// DetachAll removes the program from every interface, leaving the maps
+// readable, e.g. for a final snapshot whose counts can no longer change.
+func (d *Datapath) DetachAll() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return errors.Join(d.detachAllLocked()...)
+}

@@ -43,3 +43,10 @@ func (c ClockOffset) Wall(bootNs uint64) time.Time {
 func (c ClockOffset) BootNs(t time.Time) uint64 {
 	return uint64(t.UnixNano() - c.bootToUnix)
 }
+
+// Sub returns how far the wall clock of c is ahead of that of o: non-zero
+// beyond measurement noise only when the wall clock was stepped between
+// the two measurements.
+func (c ClockOffset) Sub(o ClockOffset) time.Duration {
+	return time.Duration(c.bootToUnix - o.bootToUnix)
+}

@@ -1,0 +1,152 @@
+package xdpflowreceiver
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+// Config is the configuration of the xdpflow receiver.
+type Config struct {
+	// Interfaces are the network interfaces the XDP program is attached to.
+	// Default: [lo]. An unknown name fails Start with the list of the
+	// interfaces that exist.
+	Interfaces []string `mapstructure:"interfaces"`
+	// AttachMode is auto, native or generic. auto tries native (driver)
+	// mode and falls back to generic; the mode used is logged. Default: auto.
+	AttachMode string `mapstructure:"attach_mode"`
+	// Ports are the destination ports counted, 1-65535. An empty list
+	// counts every port. Default: [8080].
+	Ports []int `mapstructure:"ports"`
+	// Protocols are the transports counted: tcp, udp. Default: [tcp, udp].
+	Protocols []string `mapstructure:"protocols"`
+	// NewConnectionsPerEvent is N: the kernel asks for a snapshot every N
+	// new connections. Default: 5.
+	NewConnectionsPerEvent int `mapstructure:"new_connections_per_event"`
+	// CollectionInterval is how often every connection's counts are
+	// exported, whether or not new connections arrive. Default: 10s.
+	CollectionInterval time.Duration `mapstructure:"collection_interval"`
+	// MinSnapshotInterval is the shortest time between two snapshots asked
+	// for by new connections: a burst is coalesced into one snapshot per
+	// interval. Default: 1s.
+	MinSnapshotInterval time.Duration `mapstructure:"min_snapshot_interval"`
+	// MaxConnections is the capacity of the kernel flow table. Packets of
+	// new connections beyond it are counted in xdpflow.overflow.*.
+	// Default: 65536; at most 16777216.
+	MaxConnections int `mapstructure:"max_connections"`
+	// IdleTimeout is how long a connection may go without packets before
+	// it is exported one last time and removed from the flow table; if it
+	// comes back it starts a new series. Default: 5m.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+func createDefaultConfig() *Config {
+	return &Config{
+		Interfaces:             []string{"lo"},
+		AttachMode:             "auto",
+		Ports:                  []int{8080},
+		Protocols:              []string{"tcp", "udp"},
+		NewConnectionsPerEvent: 5,
+		CollectionInterval:     10 * time.Second,
+		MinSnapshotInterval:    time.Second,
+		MaxConnections:         65536,
+		IdleTimeout:            5 * time.Minute,
+	}
+}
+
+// Validate checks every field and reports each problem with the field's
+// name and its allowed values.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if len(c.Interfaces) == 0 {
+		add("interfaces: at least one interface is required (e.g. [lo] or [eth0])")
+	}
+	if d := duplicates(c.Interfaces, strings.TrimSpace); d != "" {
+		add("interfaces: %s listed more than once", d)
+	}
+	for _, name := range c.Interfaces {
+		if strings.TrimSpace(name) == "" {
+			add("interfaces: empty interface name")
+		}
+	}
+	if _, err := datapath.ParseAttachMode(c.AttachMode); err != nil {
+		add("attach_mode: %q is not one of auto, native, generic", c.AttachMode)
+	}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			add("ports: %d is out of range (1-65535; an empty list counts every port)", p)
+		}
+	}
+	if d := duplicates(c.Ports, func(p int) int { return p }); d != "" {
+		add("ports: %s listed more than once", d)
+	}
+	if len(c.Protocols) == 0 {
+		add("protocols: at least one of tcp, udp is required")
+	}
+	for _, p := range c.Protocols {
+		if _, err := datapath.ParseProtocol(p); err != nil {
+			add("protocols: %q is not one of tcp, udp", p)
+		}
+	}
+	if d := duplicates(c.Protocols, strings.ToLower); d != "" {
+		add("protocols: %s listed more than once", d)
+	}
+	if c.NewConnectionsPerEvent < 1 || c.NewConnectionsPerEvent > 1<<20 {
+		add("new_connections_per_event: %d is out of range (1-%d)", c.NewConnectionsPerEvent, 1<<20)
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > datapath.MaxConnectionsLimit {
+		add("max_connections: %d is out of range (1-%d)", c.MaxConnections, datapath.MaxConnectionsLimit)
+	}
+	if c.CollectionInterval <= 0 {
+		add("collection_interval: must be positive (e.g. 10s), got %s", c.CollectionInterval)
+	}
+	if c.MinSnapshotInterval <= 0 {
+		add("min_snapshot_interval: must be positive (e.g. 1s), got %s", c.MinSnapshotInterval)
+	} else if c.CollectionInterval > 0 && c.MinSnapshotInterval > c.CollectionInterval {
+		add("min_snapshot_interval: %s must not exceed collection_interval (%s)", c.MinSnapshotInterval, c.CollectionInterval)
+	}
+	if c.IdleTimeout <= 0 {
+		add("idle_timeout: must be positive (e.g. 5m), got %s", c.IdleTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// duplicates lists, comma-separated, the values that appear more than
+// once after normalising them with norm.
+func duplicates[T any, K comparable](values []T, norm func(T) K) string {
+	seen := make(map[K]int, len(values))
+	var dups []string
+	for _, v := range values {
+		k := norm(v)
+		seen[k]++
+		if seen[k] == 2 {
+			dups = append(dups, fmt.Sprint(k))
+		}
+	}
+	return strings.Join(dups, ", ")
+}
+
+// datapathOptions converts a validated Config into the loader's options.
+func (c *Config) datapathOptions() (datapath.Options, datapath.AttachMode) {
+	opts := datapath.Options{
+		NewConnectionsPerEvent: uint32(c.NewConnectionsPerEvent),
+		MaxConnections:         uint32(c.MaxConnections),
+	}
+	for _, p := range c.Ports {
+		opts.Ports = append(opts.Ports, uint16(p))
+	}
+	for _, name := range c.Protocols {
+		p, _ := datapath.ParseProtocol(name)
+		opts.Protocols = append(opts.Protocols, p)
+	}
+	mode, _ := datapath.ParseAttachMode(c.AttachMode)
+	return opts, mode
+}

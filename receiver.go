@@ -1,0 +1,264 @@
+package xdpflowreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+// clockStepThreshold is how far the wall clock must move against boot
+// time before start timestamps follow it. Below it the offset stays fixed,
+// so every export of a series carries the same start timestamp.
+const clockStepThreshold = time.Second
+
+// xdpflowReceiver owns the datapath and exports its snapshots.
+type xdpflowReceiver struct {
+	cfg       *Config
+	set       receiver.Settings
+	next      consumer.Metrics
+	open      openFunc
+	obsrecv   *receiverhelper.ObsReport
+	telemetry *selfTelemetry
+
+	// mu guards the lifecycle fields below.
+	mu       sync.Mutex
+	src      flowSource
+	cancel   context.CancelFunc
+	loopDone chan struct{}
+	stopped  bool
+
+	// Owned by the event loop until it ends, then by Shutdown.
+	builder   metricsBuilder
+	flows     datapath.FlowTable
+	evicted   datapath.FlowTable // exported for the last time, until accepted
+	idleKeys  []datapath.FlowKey
+	lastTaken time.Time
+}
+
+func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              "xdp",
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create obsreport: %w", err)
+	}
+	tel, err := newSelfTelemetry(set.TelemetrySettings)
+	if err != nil {
+		return nil, fmt.Errorf("create self-telemetry: %w", err)
+	}
+	return &xdpflowReceiver{
+		cfg: cfg, set: set, next: next, open: open,
+		obsrecv: obsrecv, telemetry: tel,
+		builder: metricsBuilder{version: set.BuildInfo.Version},
+	}, nil
+}
+
+// Start loads the XDP program, attaches it to every configured interface
+// and starts the snapshot loop. If any step fails, what was done is undone.
+func (r *xdpflowReceiver) Start(_ context.Context, _ component.Host) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.src != nil || r.stopped {
+		return errors.New("xdpflow receiver: Start called twice or after Shutdown")
+	}
+	src, err := r.open(r.cfg, r.set.Logger)
+	if err != nil {
+		return fmt.Errorf("xdpflow receiver: %w", err)
+	}
+	clock, err := datapath.MeasureClockOffset()
+	if err != nil {
+		return errors.Join(fmt.Errorf("xdpflow receiver: %w", err), src.Close())
+	}
+	r.src = src
+	r.builder.clock = clock
+	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
+	r.builder.ifnames = map[uint32]string{}
+	for name, idx := range src.Attached() {
+		r.builder.ifnames[uint32(idx)] = name
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.loopDone = make(chan struct{})
+	go r.loop(ctx)
+	return nil
+}
+
+// Shutdown stops the loop, detaches the program so counts stop moving,
+// exports a final snapshot and releases the datapath. It is safe without
+// Start and when called twice.
+func (r *xdpflowReceiver) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return nil
+	}
+	r.stopped = true
+	if r.src == nil {
+		return nil
+	}
+	r.cancel()
+	<-r.loopDone
+	err := r.src.DetachAll()
+	r.takeSnapshot(ctx, causeShutdown)
+	return errors.Join(err, r.src.Close())
+}
+
+// loop takes a snapshot every collection_interval and on trigger events,
+// at most one trigger snapshot per min_snapshot_interval: a trigger that
+// arrives sooner is served when the interval ends, unless a snapshot was
+// taken meanwhile.
+func (r *xdpflowReceiver) loop(ctx context.Context) {
+	defer close(r.loopDone)
+	ticker := time.NewTicker(r.cfg.CollectionInterval)
+	defer ticker.Stop()
+	deferred := time.NewTimer(0)
+	<-deferred.C
+	defer deferred.Stop()
+	var pendingSince time.Time // zero when no trigger waits
+	events := r.src.Events()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			r.takeSnapshot(ctx, causeInterval)
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if !pendingSince.IsZero() {
+				continue // already scheduled
+			}
+			if wait := r.cfg.MinSnapshotInterval - time.Since(r.lastTaken); wait > 0 {
+				pendingSince = time.Now()
+				deferred.Reset(wait)
+				continue
+			}
+			r.takeSnapshot(ctx, causeTrigger)
+		case <-deferred.C:
+			if r.lastTaken.Before(pendingSince) {
+				r.takeSnapshot(ctx, causeTrigger)
+			}
+			pendingSince = time.Time{}
+		}
+	}
+}
+
+// takeSnapshot reads the flow table, evicts idle connections and exports
+// everything. Errors are logged and counted; they never stop the receiver.
+func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
+	began := time.Now()
+	r.lastTaken = began
+	s, err := r.collect()
+	if err != nil {
+		r.telemetry.readFailures.Add(ctx, 1)
+		r.set.Logger.Error("Failed to read the XDP flow table", zap.String("cause", cause), zap.Error(err))
+		return
+	}
+	md := r.builder.build(s)
+	r.telemetry.recordSnapshot(cause, time.Since(began))
+
+	points := md.DataPointCount()
+	obsCtx := r.obsrecv.StartMetricsOp(ctx)
+	err = r.next.ConsumeMetrics(obsCtx, md)
+	r.obsrecv.EndMetricsOp(obsCtx, typeStr, points, err)
+	if err != nil {
+		r.telemetry.exportFailures.Add(ctx, 1)
+		r.set.Logger.Warn("Next consumer refused the snapshot; evicted connections are sent again with the next one",
+			zap.String("cause", cause), zap.Int("data_points", points), zap.Error(err))
+		r.boundEvicted()
+		return
+	}
+	r.evicted.Reset()
+}
+
+// collect reads the kernel table and moves idle connections out of it.
+//
+// Eviction loses no count: each idle key is read and deleted in one atomic
+// step (Datapath.Evict), and the value returned by that step, not the one
+// read before it, is exported. A packet that arrived between the read and
+// the deletion is in that final value; one that arrives after the deletion
+// creates a new kernel entry with a new first-seen time, exported as a new
+// series. Final values stay in r.evicted until the next consumer accepts
+// them, so a failing export does not lose them either.
+func (r *xdpflowReceiver) collect() (snapshot, error) {
+	if err := r.src.ReadFlows(&r.flows); err != nil {
+		return snapshot{}, err
+	}
+	clock, err := datapath.MeasureClockOffset()
+	if err != nil {
+		return snapshot{}, err
+	}
+	if d := clock.Sub(r.builder.clock); d > clockStepThreshold || d < -clockStepThreshold {
+		r.set.Logger.Warn("Wall clock stepped; start timestamps follow it", zap.Duration("step", d))
+		r.builder.clock = clock
+	}
+	now := time.Now()
+	r.moveIdle(idleBefore(clock.BootNs(now), r.cfg.IdleTimeout))
+	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
+		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
+	}
+	stats, err := r.src.Stats()
+	if err != nil {
+		return snapshot{}, err
+	}
+	return snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}, nil
+}
+
+// idleBefore returns the boot time before which a connection's last
+// packet makes it idle; 0 (nothing idle) while the host has been up for
+// less than the timeout.
+func idleBefore(bootNow uint64, timeout time.Duration) uint64 {
+	if bootNow < uint64(timeout) {
+		return 0
+	}
+	return bootNow - uint64(timeout)
+}
+
+// moveIdle moves the keys of flows last seen before idleBefore (boot-time
+// ns) from r.flows to r.idleKeys.
+func (r *xdpflowReceiver) moveIdle(idleBefore uint64) {
+	r.idleKeys = r.idleKeys[:0]
+	kept := 0
+	for i := range r.flows.Keys {
+		if r.flows.Values[i].LastSeenNs < idleBefore {
+			r.idleKeys = append(r.idleKeys, r.flows.Keys[i])
+			continue
+		}
+		r.flows.Keys[kept] = r.flows.Keys[i]
+		r.flows.Values[kept] = r.flows.Values[i]
+		kept++
+	}
+	r.flows.Keys = r.flows.Keys[:kept]
+	r.flows.Values = r.flows.Values[:kept]
+}
+
+// boundEvicted keeps at most max_connections evicted flows waiting for a
+// successful export, dropping the oldest, so a consumer that fails for
+// long cannot grow memory without bound.
+func (r *xdpflowReceiver) boundEvicted() {
+	excess := r.evicted.Len() - r.cfg.MaxConnections
+	if excess <= 0 {
+		return
+	}
+	r.set.Logger.Error("Dropping final counts of evicted connections: the next consumer has refused them for too long",
+		zap.Int("dropped_connections", excess))
+	r.evicted.Keys = append(r.evicted.Keys[:0], r.evicted.Keys[excess:]...)
+	r.evicted.Values = append(r.evicted.Values[:0], r.evicted.Values[excess:]...)
+}
