@@ -50,3 +50,9 @@ func (c ClockOffset) BootNs(t time.Time) uint64 {
 func (c ClockOffset) Sub(o ClockOffset) time.Duration {
 	return time.Duration(c.bootToUnix - o.bootToUnix)
 }
+
+// NewClockOffset returns the offset that maps the boot-time timestamp
+// bootNs to wall, e.g. for tests that need fixed timestamps.
+func NewClockOffset(wall time.Time, bootNs uint64) ClockOffset {
+	return ClockOffset{bootToUnix: wall.UnixNano() - int64(bootNs)}
+}

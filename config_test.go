@@ -1,0 +1,109 @@
+package xdpflowreceiver
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	allSet := createDefaultConfig()
+	allSet.Interfaces = []string{"eth0", "eth1"}
+	allSet.AttachMode = "native"
+	allSet.Ports = []int{80, 443}
+	allSet.Protocols = []string{"tcp"}
+	allSet.NewConnectionsPerEvent = 10
+	allSet.CollectionInterval = 30 * time.Second
+	allSet.MinSnapshotInterval = 2 * time.Second
+	allSet.MaxConnections = 1024
+	allSet.IdleTimeout = time.Minute
+
+	allPorts := createDefaultConfig()
+	allPorts.Ports = []int{}
+
+	tests := []struct {
+		id   component.ID
+		want *Config
+	}{
+		{component.MustNewID(typeStr), createDefaultConfig()},
+		{component.MustNewIDWithName(typeStr, "all_set"), allSet},
+		{component.MustNewIDWithName(typeStr, "all_ports"), allPorts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			require.NoError(t, confmap.Validate(cfg))
+			assert.Equal(t, tt.want, cfg)
+		})
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	cfg := createDefaultConfig()
+	require.NoError(t, cfg.Validate())
+	assert.Equal(t, []string{"lo"}, cfg.Interfaces)
+	assert.Equal(t, []int{8080}, cfg.Ports)
+	assert.Equal(t, 5, cfg.NewConnectionsPerEvent)
+	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+	assert.Equal(t, time.Second, cfg.MinSnapshotInterval)
+	assert.Equal(t, 65536, cfg.MaxConnections)
+	assert.Equal(t, 5*time.Minute, cfg.IdleTimeout)
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   string
+	}{
+		{"no interfaces", func(c *Config) { c.Interfaces = nil }, "interfaces: at least one interface is required (e.g. [lo] or [eth0])"},
+		{"empty interface", func(c *Config) { c.Interfaces = []string{" "} }, "interfaces: empty interface name"},
+		{"duplicate interfaces", func(c *Config) { c.Interfaces = []string{"lo", "eth0", "lo"} }, "interfaces: lo listed more than once"},
+		{"attach mode", func(c *Config) { c.AttachMode = "offload" }, `attach_mode: "offload" is not one of auto, native, generic`},
+		{"port 0", func(c *Config) { c.Ports = []int{0} }, "ports: 0 is out of range (1-65535; an empty list counts every port)"},
+		{"port too big", func(c *Config) { c.Ports = []int{65536} }, "ports: 65536 is out of range (1-65535; an empty list counts every port)"},
+		{"duplicate ports", func(c *Config) { c.Ports = []int{80, 443, 80} }, "ports: 80 listed more than once"},
+		{"no protocols", func(c *Config) { c.Protocols = nil }, "protocols: at least one of tcp, udp is required"},
+		{"unknown protocol", func(c *Config) { c.Protocols = []string{"sctp"} }, `protocols: "sctp" is not one of tcp, udp`},
+		{"duplicate protocols", func(c *Config) { c.Protocols = []string{"tcp", "TCP"} }, "protocols: tcp listed more than once"},
+		{"N zero", func(c *Config) { c.NewConnectionsPerEvent = 0 }, "new_connections_per_event: 0 is out of range (1-1048576)"},
+		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, "max_connections: 0 is out of range (1-16777216)"},
+		{"max connections too big", func(c *Config) { c.MaxConnections = 1<<24 + 1 }, "max_connections: 16777217 is out of range (1-16777216)"},
+		{"collection interval zero", func(c *Config) { c.CollectionInterval = 0 }, "collection_interval: must be positive (e.g. 10s), got 0s"},
+		{"collection interval negative", func(c *Config) { c.CollectionInterval = -time.Second }, "collection_interval: must be positive (e.g. 10s), got -1s"},
+		{"min snapshot interval zero", func(c *Config) { c.MinSnapshotInterval = 0 }, "min_snapshot_interval: must be positive (e.g. 1s), got 0s"},
+		{"min snapshot above collection", func(c *Config) { c.MinSnapshotInterval = time.Minute }, "min_snapshot_interval: 1m0s must not exceed collection_interval (10s)"},
+		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: must be positive (e.g. 5m), got 0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := createDefaultConfig()
+			tt.modify(cfg)
+			err := cfg.Validate()
+			require.Error(t, err)
+			assert.Equal(t, tt.want, err.Error())
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Ports = []int{0}
+	cfg.IdleTimeout = 0
+	err := cfg.Validate()
+	require.Error(t, err)
+	assert.Len(t, strings.Split(err.Error(), "\n"), 2)
+}

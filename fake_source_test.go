@@ -1,0 +1,86 @@
+package xdpflowreceiver
+
+import (
+	"sync"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+// fakeSource is an in-memory flowSource: tests put flows in its table and
+// read back what the receiver did with it.
+type fakeSource struct {
+	mu        sync.Mutex
+	table     map[datapath.FlowKey]datapath.FlowValue
+	stats     datapath.Stats
+	events    chan datapath.TriggerEvent
+	calls     []string // "detach", "read", "close" in order
+	readErr   error
+	evictions int
+}
+
+func newFakeSource() *fakeSource {
+	return &fakeSource{table: map[datapath.FlowKey]datapath.FlowValue{}, events: make(chan datapath.TriggerEvent, 1)}
+}
+
+func (f *fakeSource) put(k datapath.FlowKey, v datapath.FlowValue) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.table[k] = v
+}
+
+func (f *fakeSource) ReadFlows(dst *datapath.FlowTable) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "read")
+	dst.Reset()
+	if f.readErr != nil {
+		return f.readErr
+	}
+	for k, v := range f.table {
+		dst.Append(k, v)
+	}
+	return nil
+}
+
+func (f *fakeSource) Evict(keys []datapath.FlowKey, dst *datapath.FlowTable) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range keys {
+		if v, ok := f.table[k]; ok {
+			delete(f.table, k)
+			dst.Append(k, v)
+			f.evictions++
+		}
+	}
+	return nil
+}
+
+func (f *fakeSource) Stats() (datapath.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stats, nil
+}
+
+func (f *fakeSource) Events() <-chan datapath.TriggerEvent { return f.events }
+
+func (f *fakeSource) Attached() map[string]int { return map[string]int{"eth0": 2} }
+
+func (f *fakeSource) DetachAll() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "detach")
+	return nil
+}
+
+func (f *fakeSource) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "close")
+	return nil
+}
+
+func (f *fakeSource) callLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}

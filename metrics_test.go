@@ -1,0 +1,96 @@
+package xdpflowreceiver
+
+import (
+	"flag"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// bootBase is the boot time, in ns, that testEpoch maps to.
+const bootBase = 1_000_000_000_000
+
+// testEpoch is the wall-clock time of boot time bootBase in golden files.
+var testEpoch = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func testBuilder() metricsBuilder {
+	return metricsBuilder{
+		start:   pcommon.NewTimestampFromTime(testEpoch.Add(-time.Hour)),
+		clock:   datapath.NewClockOffset(testEpoch, bootBase),
+		ifnames: map[uint32]string{2: "eth0", 3: "eth1"},
+		version: "test",
+	}
+}
+
+// testKey builds the key of a connection from addr:sport to dport.
+func testKey(addr string, sport, dport uint16, proto datapath.Protocol, ifindex uint32) datapath.FlowKey {
+	a := netip.MustParseAddr(addr)
+	k := datapath.FlowKey{SrcAddr: a.As16(), SrcPort: sport, DstPort: dport, Proto: proto, Ifindex: ifindex, Family: datapath.FamilyIPv6}
+	if a.Is4() {
+		k.Family = datapath.FamilyIPv4
+	}
+	return k
+}
+
+// testValue is a flow first seen firstS seconds and last seen lastS seconds
+// after testEpoch.
+func testValue(packets, bytes uint64, firstS, lastS int) datapath.FlowValue {
+	return datapath.FlowValue{
+		Packets:     packets,
+		Bytes:       bytes,
+		FirstSeenNs: bootBase + uint64(firstS)*uint64(time.Second),
+		LastSeenNs:  bootBase + uint64(lastS)*uint64(time.Second),
+	}
+}
+
+func TestBuildMetricsGolden(t *testing.T) {
+	var flows, evicted datapath.FlowTable
+	// IPv4 TCP and UDP, IPv6 TCP, and a non-first fragment (ports 0).
+	flows.Append(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), testValue(12, 1500, 1, 9))
+	flows.Append(testKey("198.51.100.7", 5353, 8080, datapath.UDP, 3), testValue(3, 300, 2, 3))
+	flows.Append(testKey("fd00:db8::1", 41000, 8080, datapath.TCP, 2), testValue(7, 900, 4, 8))
+	flows.Append(testKey("198.51.100.9", 0, 0, datapath.UDP, 2), testValue(1, 1514, 5, 5))
+	// A connection evicted with its final counts, which came back later
+	// and is a new series with a later start time.
+	evicted.Append(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), testValue(20, 2000, 0, 2))
+	flows.Append(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), testValue(2, 150, 8, 9))
+
+	b := testBuilder()
+	md := b.build(snapshot{
+		time:        testEpoch.Add(10 * time.Second),
+		flows:       &flows,
+		evicted:     &evicted,
+		stats:       datapath.Stats{OverflowPackets: 84, OverflowBytes: 5040, RingbufDrops: 3},
+		connections: flows.Len(),
+	})
+
+	path := filepath.Join("testdata", "metrics", "snapshot.yaml")
+	if *updateGolden {
+		require.NoError(t, golden.WriteMetricsToFile(path, md, golden.SkipMetricTimestampNormalization()))
+	}
+	want, err := golden.ReadMetrics(path)
+	require.NoError(t, err)
+	require.NoError(t, pmetrictest.CompareMetrics(want, md, pmetrictest.IgnoreMetricDataPointsOrder()))
+}
+
+func TestBuildMetricsEmpty(t *testing.T) {
+	b := testBuilder()
+	md := b.build(snapshot{time: testEpoch, flows: &datapath.FlowTable{}, evicted: &datapath.FlowTable{}})
+	path := filepath.Join("testdata", "metrics", "empty.yaml")
+	if *updateGolden {
+		require.NoError(t, golden.WriteMetricsToFile(path, md, golden.SkipMetricTimestampNormalization()))
+	}
+	want, err := golden.ReadMetrics(path)
+	require.NoError(t, err)
+	require.NoError(t, pmetrictest.CompareMetrics(want, md))
+}

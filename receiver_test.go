@@ -1,0 +1,254 @@
+package xdpflowreceiver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+// newTestReceiver builds a receiver on src with a fast collection interval.
+func newTestReceiver(t *testing.T, cfg *Config, next consumer.Metrics, src flowSource) *xdpflowReceiver {
+	t.Helper()
+	set := receivertest.NewNopSettings(NewFactory().Type())
+	open := func(*Config, *zap.Logger) (flowSource, error) { return src, nil }
+	r, err := newReceiver(set, cfg, next, open)
+	require.NoError(t, err)
+	return r
+}
+
+func fastConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = 20 * time.Millisecond
+	cfg.MinSnapshotInterval = 10 * time.Millisecond
+	return cfg
+}
+
+// bootNow returns the current boot time in ns, as the kernel stamps flows.
+func bootNow(t *testing.T) uint64 {
+	t.Helper()
+	c, err := datapath.MeasureClockOffset()
+	require.NoError(t, err)
+	return c.BootNs(time.Now())
+}
+
+// sumValue returns the value of metric name for the point whose
+// source.port is sport and whose start time is the latest, and how many
+// points had that source port.
+func sumValue(md pmetric.Metrics, name string, sport int64) (value int64, points int) {
+	var latestStart uint64
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if ms.At(k).Name() != name {
+					continue
+				}
+				dps := ms.At(k).Sum().DataPoints()
+				for l := 0; l < dps.Len(); l++ {
+					dp := dps.At(l)
+					if p, ok := dp.Attributes().Get(attrSourcePort); ok && p.Int() == sport {
+						points++
+						if s := uint64(dp.StartTimestamp()); s >= latestStart {
+							latestStart, value = s, dp.IntValue()
+						}
+					}
+				}
+			}
+		}
+	}
+	return value, points
+}
+
+func TestShutdownWithoutStart(t *testing.T) {
+	r := newTestReceiver(t, fastConfig(), consumertest.NewNop(), newFakeSource())
+	require.NoError(t, r.Shutdown(context.Background()))
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestStartFailureLeavesNothingRunning(t *testing.T) {
+	set := receivertest.NewNopSettings(NewFactory().Type())
+	open := func(*Config, *zap.Logger) (flowSource, error) {
+		return nil, errors.New("attach xdp to eth9: interface not found")
+	}
+	r, err := newReceiver(set, fastConfig(), consumertest.NewNop(), open)
+	require.NoError(t, err)
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	require.ErrorContains(t, err, "attach xdp to eth9: interface not found")
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestStartTwiceFails(t *testing.T) {
+	r := newTestReceiver(t, fastConfig(), consumertest.NewNop(), newFakeSource())
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Error(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestIntervalSnapshotsAndFinalSnapshot(t *testing.T) {
+	src := newFakeSource()
+	now := bootNow(t)
+	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 3, Bytes: 300, FirstSeenNs: now, LastSeenNs: now})
+	sink := new(consumertest.MetricsSink)
+	r := newTestReceiver(t, fastConfig(), sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 2 }, 5*time.Second, 5*time.Millisecond)
+
+	// Counts move on; Shutdown must detach first, then export them.
+	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 5, Bytes: 500, FirstSeenNs: now, LastSeenNs: now})
+	require.NoError(t, r.Shutdown(context.Background()))
+	calls := src.callLog()
+	require.Equal(t, []string{"detach", "read", "close"}, calls[len(calls)-3:])
+
+	all := sink.AllMetrics()
+	last := all[len(all)-1]
+	v, _ := sumValue(last, metricPackets, 40000)
+	assert.Equal(t, int64(5), v)
+	v, _ = sumValue(last, metricBytes, 40000)
+	assert.Equal(t, int64(500), v)
+	for _, md := range all {
+		m := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+		require.Equal(t, metricPackets, m.Name())
+		require.True(t, m.Sum().IsMonotonic())
+		require.Equal(t, pmetric.AggregationTemporalityCumulative, m.Sum().AggregationTemporality())
+	}
+}
+
+func TestTriggerBurstIsCoalesced(t *testing.T) {
+	src := newFakeSource()
+	sink := new(consumertest.MetricsSink)
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = time.Hour // only triggers take snapshots
+	cfg.MinSnapshotInterval = 100 * time.Millisecond
+	r := newTestReceiver(t, cfg, sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+
+	began := time.Now()
+	for i := 0; i < 500; i++ {
+		src.events <- datapath.TriggerEvent{NewConnections: uint64(5 * (i + 1))}
+		time.Sleep(time.Millisecond)
+	}
+	burst := time.Since(began)
+	// The trigger left pending by the burst is served within one interval.
+	time.Sleep(2 * cfg.MinSnapshotInterval)
+	snapshots := len(sink.AllMetrics())
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	maxSnapshots := int(burst/cfg.MinSnapshotInterval) + 2 // ceil(burst/min)+1
+	assert.GreaterOrEqual(t, snapshots, 2, "the burst must cause snapshots")
+	assert.LessOrEqual(t, snapshots, maxSnapshots, "burst of %s", burst)
+}
+
+func TestIdleConnectionEvictedOnceWithFinalCounts(t *testing.T) {
+	src := newFakeSource()
+	now := bootNow(t)
+	idleKey := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
+	activeKey := testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2)
+	old := now - uint64(10*time.Minute)
+	src.put(idleKey, datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
+	src.put(activeKey, datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
+
+	sink := new(consumertest.MetricsSink)
+	r := newTestReceiver(t, fastConfig(), sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 3 }, 5*time.Second, 5*time.Millisecond)
+
+	// The connection comes back: a new kernel entry, a new series.
+	back := bootNow(t)
+	src.put(idleKey, datapath.FlowValue{Packets: 2, Bytes: 150, FirstSeenNs: back, LastSeenNs: back})
+	n := len(sink.AllMetrics())
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= n+2 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	all := sink.AllMetrics()
+	v, points := sumValue(all[0], metricPackets, 40001)
+	assert.Equal(t, int64(20), v, "final counts exported when evicted")
+	assert.Equal(t, 1, points)
+	_, points = sumValue(all[1], metricPackets, 40001)
+	assert.Equal(t, 0, points, "an evicted connection is exported once")
+	v, _ = sumValue(all[len(all)-1], metricPackets, 40001)
+	assert.Equal(t, int64(2), v, "the returning connection is a new series")
+	assert.Equal(t, 1, src.evictions)
+}
+
+// flakyConsumer refuses the first failures calls, then accepts.
+type flakyConsumer struct {
+	consumertest.MetricsSink
+	mu       sync.Mutex
+	failures int
+}
+
+func (c *flakyConsumer) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	c.mu.Lock()
+	if c.failures > 0 {
+		c.failures--
+		c.mu.Unlock()
+		return errors.New("backend unavailable")
+	}
+	c.mu.Unlock()
+	return c.MetricsSink.ConsumeMetrics(ctx, md)
+}
+
+func TestDownstreamFailureKeepsFinalCountsOfEvictedConnections(t *testing.T) {
+	src := newFakeSource()
+	now := bootNow(t)
+	old := now - uint64(10*time.Minute)
+	src.put(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
+	src.put(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
+
+	next := &flakyConsumer{failures: 3}
+	r := newTestReceiver(t, fastConfig(), next, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(next.AllMetrics()) >= 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	first := next.AllMetrics()[0]
+	v, _ := sumValue(first, metricPackets, 40001)
+	assert.Equal(t, int64(20), v, "evicted during the outage, exported after it")
+	v, _ = sumValue(first, metricPackets, 40002)
+	assert.Equal(t, int64(1), v)
+	_, points := sumValue(next.AllMetrics()[1], metricPackets, 40001)
+	assert.Equal(t, 0, points, "sent once accepted, then forgotten")
+}
+
+func TestReadFailureIsNotFatal(t *testing.T) {
+	src := newFakeSource()
+	src.readErr = errors.New("map read failed")
+	sink := new(consumertest.MetricsSink)
+	r := newTestReceiver(t, fastConfig(), sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	time.Sleep(100 * time.Millisecond)
+	src.mu.Lock()
+	src.readErr = nil
+	src.mu.Unlock()
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestIdleBefore(t *testing.T) {
+	assert.Equal(t, uint64(0), idleBefore(uint64(time.Minute), 5*time.Minute), "host up for less than the timeout")
+	assert.Equal(t, uint64(time.Minute), idleBefore(uint64(6*time.Minute), 5*time.Minute))
+}
+
+func TestFactory(t *testing.T) {
+	f := NewFactory()
+	assert.Equal(t, "xdpflow", f.Type().String())
+	assert.NoError(t, componenttest.CheckConfigStruct(f.CreateDefaultConfig()))
+	r, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(f.Type()), f.CreateDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, r.Shutdown(context.Background()))
+}
