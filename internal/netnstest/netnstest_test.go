@@ -1,0 +1,236 @@
+package netnstest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
+)
+
+// listenUDP opens a UDP socket bound to addr inside namespace ns.
+func listenUDP(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	err := Do(ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// udpRoundTrip sends a datagram from fromNS to an echo socket in toNS and
+// waits for the echo.
+func udpRoundTrip(t *testing.T, fromNS string, from netip.Addr, toNS string, to netip.Addr) {
+	t.Helper()
+	server := listenUDP(t, toNS, netip.AddrPortFrom(to, 7007))
+	client := listenUDP(t, fromNS, netip.AddrPortFrom(from, 0))
+	deadline := time.Now().Add(5 * time.Second)
+	server.SetDeadline(deadline)
+	client.SetDeadline(deadline)
+
+	msg := fmt.Sprintf("ping %s -> %s", from, to)
+	if _, err := client.WriteToUDPAddrPort([]byte(msg), netip.AddrPortFrom(to, 7007)); err != nil {
+		t.Fatalf("send %q: %v", msg, err)
+	}
+	buf := make([]byte, 1500)
+	n, peer, err := server.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != msg || peer.Addr() != from {
+		t.Fatalf("server got %q from %v (%v), want %q from %v", buf[:n], peer, err, msg, from)
+	}
+	if _, err := server.WriteToUDPAddrPort(buf[:n], peer); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	n, peer, err = client.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != msg || peer.Addr() != to {
+		t.Fatalf("client got %q from %v (%v), want %q from %v", buf[:n], peer, err, msg, to)
+	}
+}
+
+func TestPair(t *testing.T) {
+	privtest.RequireRoot(t)
+	var p *Pair
+	t.Run("network", func(t *testing.T) {
+		p = New(t)
+		for _, ns := range []string{p.Sender, p.Receiver} {
+			if !strings.HasPrefix(ns, fmt.Sprintf("%s%d-", Prefix, os.Getpid())) || !Exists(ns) {
+				t.Errorf("namespace %q: want prefix %s<pid>- and to exist", ns, Prefix)
+			}
+		}
+
+		t.Run("udp-both-ways", func(t *testing.T) {
+			udpRoundTrip(t, p.Sender, SenderIPv4, p.Receiver, ReceiverIPv4)
+			udpRoundTrip(t, p.Receiver, ReceiverIPv4, p.Sender, SenderIPv4)
+			udpRoundTrip(t, p.Sender, SenderIPv6, p.Receiver, ReceiverIPv6)
+			udpRoundTrip(t, p.Receiver, ReceiverIPv6, p.Sender, SenderIPv6)
+		})
+
+		t.Run("interfaces", func(t *testing.T) {
+			for _, e := range []struct {
+				ns, iface string
+				mac       net.HardwareAddr
+				peers     []netip.Addr
+			}{
+				{p.Sender, SenderIface, SenderMAC, []netip.Addr{ReceiverIPv4, ReceiverIPv6}},
+				{p.Receiver, ReceiverIface, ReceiverMAC, []netip.Addr{SenderIPv4, SenderIPv6}},
+			} {
+				var ifc *net.Interface
+				err := p.Do(e.ns, func() error {
+					var err error
+					ifc, err = net.InterfaceByName(e.iface)
+					return err
+				})
+				if err != nil {
+					t.Fatalf("%s in %s: %v", e.iface, e.ns, err)
+				}
+				if ifc.HardwareAddr.String() != e.mac.String() || ifc.Flags&net.FlagUp == 0 {
+					t.Errorf("%s: mac %s flags %v, want %s and up", e.iface, ifc.HardwareAddr, ifc.Flags, e.mac)
+				}
+				if idx, err := Ifindex(e.ns, e.iface); err != nil || idx != ifc.Index {
+					t.Errorf("Ifindex(%s, %s) = %d, %v; want %d", e.ns, e.iface, idx, err, ifc.Index)
+				}
+				out, err := Run(e.ns, "ip", "neigh", "show", "dev", e.iface)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, peer := range e.peers {
+					if !strings.Contains(out, peer.String()+" lladdr ") || !strings.Contains(out, "PERMANENT") {
+						t.Errorf("%s: no permanent neighbour entry for %s:\n%s", e.ns, peer, out)
+					}
+				}
+				out, err = Run(e.ns, "ethtool", "-k", e.iface)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range []string{"tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload"} {
+					if !strings.Contains(out, "\n"+f+": off") {
+						t.Errorf("%s %s: %s is not off:\n%s", e.ns, e.iface, f, out)
+					}
+				}
+			}
+		})
+
+		t.Run("do", func(t *testing.T) {
+			want := errors.New("boom")
+			if err := p.Do(p.Sender, func() error { return want }); err != want {
+				t.Errorf("Do returned %v, want fn's error", err)
+			}
+			err := p.Do(p.Sender, func() error { panic("oops") })
+			if err == nil || !strings.Contains(err.Error(), "oops") {
+				t.Errorf("Do of a panicking fn returned %v", err)
+			}
+			if err := Do(Prefix+"no-such-namespace", func() error { return nil }); err == nil {
+				t.Error("Do in a missing namespace succeeded")
+			}
+			// The namespace is the thread's, not the process's: the calling
+			// goroutine does not see the veths.
+			if _, err := net.InterfaceByName(SenderIface); err == nil {
+				t.Errorf("%s is visible outside its namespace", SenderIface)
+			}
+		})
+
+		t.Run("capture", func(t *testing.T) {
+			c := StartCapture(t, p.Receiver, ReceiverIface, "udp dst port 7008")
+			server := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7008))
+			other := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7009))
+			client := listenUDP(t, p.Sender, netip.AddrPortFrom(SenderIPv4, 40100))
+			server.SetDeadline(time.Now().Add(5 * time.Second))
+			other.SetDeadline(time.Now().Add(5 * time.Second))
+			var wantBytes uint64
+			const n = 10
+			buf := make([]byte, 2000)
+			for i := range n {
+				payload := make([]byte, 100*i)
+				wantBytes += uint64(14 + 20 + 8 + len(payload))
+				if _, err := client.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ReceiverIPv4, 7008)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := client.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ReceiverIPv4, 7009)); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := server.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := other.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := c.Stop()
+			if err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			if res.Pcap.LinkType != LinkTypeEthernet || res.Captured != n {
+				t.Errorf("link type %d, %d packets captured; want %d and %d\n%s", res.Pcap.LinkType, res.Captured, LinkTypeEthernet, n, res.Stderr)
+			}
+			packets, bytes := res.Pcap.Count(func(f Frame) bool {
+				return f.Src == SenderIPv4 && f.SrcPort == 40100 && f.DstPort == 7008 && f.Proto == 17
+			})
+			if packets != n || bytes != wantBytes {
+				t.Errorf("pcap: %d packets %d bytes, want %d and %d", packets, bytes, n, wantBytes)
+			}
+			if res2, err2 := c.Stop(); err2 != nil || res2.Captured != res.Captured {
+				t.Errorf("second Stop = %+v, %v", res2, err2)
+			}
+		})
+	})
+	if p == nil {
+		t.Fatal("New did not return")
+	}
+	for _, ns := range []string{p.Sender, p.Receiver} {
+		if Exists(ns) {
+			t.Errorf("namespace %s still exists after cleanup", ns)
+		}
+	}
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip netns list: %v: %s", err, out)
+	}
+	if strings.Contains(string(out), p.Sender) || strings.Contains(string(out), p.Receiver) {
+		t.Errorf("ip netns list still shows the pair's namespaces:\n%s", out)
+	}
+}
+
+func TestSweepStale(t *testing.T) {
+	privtest.RequireRoot(t)
+	// A PID that is not alive: a child that has exited and been reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	if processAlive(dead) {
+		t.Skipf("pid %d was reused at once", dead)
+	}
+	stale := fmt.Sprintf("%s%d-1-snd", Prefix, dead)
+	live := fmt.Sprintf("%s%d-999999-snd", Prefix, os.Getpid())
+	for _, ns := range []string{stale, live} {
+		if _, err := run("ip", "netns", "add", ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if Exists(ns) {
+				run("ip", "netns", "del", ns)
+			}
+		})
+	}
+	if err := SweepStale(); err != nil {
+		t.Fatalf("SweepStale: %v", err)
+	}
+	if Exists(stale) {
+		t.Errorf("stale namespace %s of dead pid %d survived the sweep", stale, dead)
+	}
+	if !Exists(live) {
+		t.Errorf("namespace %s of this live process was swept", live)
+	}
+}
