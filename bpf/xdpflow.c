@@ -29,6 +29,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IP6_OFFSET_MASK 0xfff8
 /* IPv6 extension headers walked before giving up (not counted). */
 #define MAX_IPV6_EXT_HEADERS 8
+/* Lookups of a key that is being evicted before the packet is counted as
+ * overflow. An eviction deletes the entry within a few hundred ns of
+ * marking it dead, so the retries nearly always find the key gone. */
+#define MAX_COUNT_ATTEMPTS 64
 
 /* Load-time settings, set by the loader through spec.Variables. */
 /* Destination port set as a 65536-bit bitmap; ignored when all_ports. */
@@ -65,6 +69,7 @@ struct {
 /* Force the generation of BTF for types the loader needs. */
 const struct trigger_event *unused_trigger_event __attribute__((unused));
 const enum xdpflow_stat *unused_stat __attribute__((unused));
+const struct evict_msg *unused_evict_msg __attribute__((unused));
 
 static __always_inline void stat_add(__u32 index, __u64 delta)
 {
@@ -146,7 +151,8 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 	void *cursor = ip6h + 1;
 	__u8 nexthdr = ip6h->nexthdr;
 #pragma unroll
-	for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+	/* One more pass than extension headers: the last finds the transport. */
+	for (int i = 0; i < MAX_IPV6_EXT_HEADERS + 1; i++) {
 		switch (nexthdr) {
 		case IPPROTO_TCP:
 		case IPPROTO_UDP:
@@ -258,32 +264,58 @@ static __always_inline void on_new_connection(__u64 now)
 		send_trigger(now, total);
 }
 
-static __always_inline void account(struct flow_value *v, __u64 len, __u64 now)
+static __always_inline int same_key(const struct flow_key *a, const struct flow_key *b)
 {
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, len);
-	v->last_seen_ns = now;
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 diff = 0;
+#pragma unroll
+	for (int i = 0; i < sizeof(struct flow_key) / 4; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
 }
 
-/* count adds one packet to key. A key deleted between a failed insert and
- * the lookup after it is retried once; whatever cannot be stored in the map
- * is added to the overflow counters, so no packet goes uncounted. */
+/* add counts one packet in v if v is live and holds key. */
+static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
+{
+	int added = 0;
+	bpf_spin_lock(&v->lock);
+	if (!v->dead && same_key(&v->key, key)) {
+		v->counters.packets++;
+		v->counters.bytes += len;
+		v->counters.last_seen_ns = now;
+		added = 1;
+	}
+	bpf_spin_unlock(&v->lock);
+	return added;
+}
+
+/* count adds one packet to key's entry, inserting it if needed.
+ *
+ * No packet is lost to a race: an insert that finds the key already there
+ * (EEXIST) looks it up again, and an entry being evicted (dead) is looked
+ * up again until the eviction deleted it and a new entry can be inserted.
+ * Whatever cannot be stored in the table (full, or still being evicted
+ * after MAX_COUNT_ATTEMPTS) is added to the overflow counters. */
 static __always_inline void count(struct flow_key *key, __u64 len)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct flow_value init = {
-		.packets = 1,
-		.bytes = len,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
+		.key = *key,
+		.counters = {
+			.packets = 1,
+			.bytes = len,
+			.first_seen_ns = now,
+			.last_seen_ns = now,
+		},
 	};
 
-#pragma unroll
-	for (int attempt = 0; attempt < 2; attempt++) {
+#pragma clang loop unroll(disable)
+	for (int attempt = 0; attempt < MAX_COUNT_ATTEMPTS; attempt++) {
 		struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 		if (v) {
-			account(v, len, now);
-			return;
+			if (add(v, key, len, now))
+				return;
+			continue; /* being evicted, or reused for another key */
 		}
 		long err = bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 		if (err == 0) {
@@ -306,5 +338,53 @@ int xdpflow(struct xdp_md *ctx)
 		key.ifindex = ctx->ingress_ifindex;
 		count(&key, ctx->data_end - ctx->data);
 	}
+	return XDP_PASS;
+}
+
+/* xdpflow_evict removes one connection from the flow table and returns its
+ * final counters. The loader runs it with BPF_PROG_TEST_RUN on a struct
+ * evict_msg; it is never attached to an interface.
+ *
+ * Why in the kernel and not with BPF_MAP_LOOKUP_AND_DELETE_ELEM: a packet
+ * that looked the entry up just before the deletion would add to it just
+ * after the copy, and be lost (or, once the entry is reused, be counted
+ * for another connection). Here the final counters are taken under the
+ * entry's lock and the entry is marked dead in the same critical section:
+ * every packet counted before is in them, and every packet after sees
+ * "dead", does not touch the entry and inserts a new one once the delete
+ * below has run (a new series, with a new first-seen time). Nobody can
+ * insert the key between the mark and the delete, so the delete removes
+ * exactly this dead entry. */
+SEC("xdp")
+int xdpflow_evict(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct evict_msg *msg = data;
+	if ((void *)(msg + 1) > data_end)
+		return XDP_ABORTED;
+
+	struct flow_key key = msg->key;
+	struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+	if (!v) {
+		msg->found = 0;
+		return XDP_PASS;
+	}
+	struct flow_counters final;
+	int found = 0;
+	bpf_spin_lock(&v->lock);
+	if (!v->dead) {
+		v->dead = 1;
+		final = v->counters;
+		found = 1;
+	}
+	bpf_spin_unlock(&v->lock);
+	if (!found) {
+		msg->found = 0;
+		return XDP_PASS;
+	}
+	bpf_map_delete_elem(&flows, &key);
+	msg->found = 1;
+	msg->counters = final;
 	return XDP_PASS;
 }

@@ -29,8 +29,8 @@ struct flow_key {
 	__u16 pad;
 };
 
-/* flow_value holds the counters of one connection. */
-struct flow_value {
+/* flow_counters are the counts of one connection. */
+struct flow_counters {
 	__u64 packets;
 	/* Frame bytes as seen by XDP: from the Ethernet header to the end of
 	 * the payload (no FCS). */
@@ -38,6 +38,29 @@ struct flow_value {
 	/* bpf_ktime_get_boot_ns() of the first and the latest packet. */
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
+};
+
+/* flow_value is the flow table's value. Counters change only under lock,
+ * and only while the value is live and holds the key it was looked up by:
+ * that is what makes eviction lossless (see xdpflow_evict). */
+struct flow_value {
+	struct bpf_spin_lock lock;
+	/* Set, under lock, by xdpflow_evict once it has taken the final
+	 * counters; the entry is deleted right after. */
+	__u32 dead;
+	/* The entry's own key: an entry deleted and reused for another key
+	 * while a packet held a pointer to it is recognised and skipped. */
+	struct flow_key key;
+	__u32 pad;
+	struct flow_counters counters;
+};
+
+/* evict_msg is the data of one BPF_PROG_TEST_RUN of xdpflow_evict: the
+ * loader fills key, the program fills found and counters. */
+struct evict_msg {
+	struct flow_key key;
+	__u32 found;
+	struct flow_counters counters;
 };
 
 /* trigger_event is sent on the ring buffer every N new connections. */

@@ -38,8 +38,11 @@ func (k FlowKey) Addr() netip.Addr {
 }
 
 // FlowValue holds the counters of one connection. Its layout mirrors
-// struct flow_value.
+// struct flow_value, so flows are read without copying; the blank fields
+// are the kernel's lock, eviction flag and key copy.
 type FlowValue struct {
+	_       [8]byte
+	_       [32]byte
 	Packets uint64
 	// Bytes counts whole frames from the Ethernet header on, without FCS.
 	Bytes uint64

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -66,23 +67,47 @@ func (d *Datapath) readIterating(dst *FlowTable) error {
 	return nil
 }
 
+// evictMsgSize is sizeof(struct evict_msg): key, found flag, counters.
+const evictMsgSize = 64
+
 // Evict removes keys from the kernel table and appends each removed flow,
-// with its final counters, to dst. Each key is read and deleted in one
-// atomic step (BPF_MAP_LOOKUP_AND_DELETE_ELEM), so every packet counted
-// before the deletion is in the returned value, and a packet arriving
-// after it starts a new flow with a new first-seen time. Keys no longer in
-// the table are skipped.
+// with its final counters, to dst. Keys no longer in the table are skipped.
+//
+// Every packet is counted exactly once: each key is evicted by the
+// xdpflow_evict program (see bpf/xdpflow.c), which takes the final
+// counters and marks the entry dead in one critical section under the
+// entry's lock, then deletes it. A packet counted before is in the
+// returned counters; a packet after starts a new entry, with a new
+// first-seen time.
 func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
-	var v FlowValue
-	for i := range keys {
-		err := d.objs.Flows.LookupAndDelete(&keys[i], &v)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			continue
-		}
+	in := make([]byte, evictMsgSize)
+	out := make([]byte, evictMsgSize)
+	for _, k := range keys {
+		encodeKey(in, k)
+		_, err := d.objs.XdpflowEvict.Run(&ebpf.RunOptions{Data: in, DataOut: out})
 		if err != nil {
-			return fmt.Errorf("evict flow: %w", err)
+			return fmt.Errorf("evict flow from %s: %w", k.Addr(), err)
 		}
-		dst.Append(keys[i], v)
+		if binary.NativeEndian.Uint32(out[28:32]) == 0 {
+			continue // not in the table
+		}
+		dst.Append(k, FlowValue{
+			Packets:     binary.NativeEndian.Uint64(out[32:40]),
+			Bytes:       binary.NativeEndian.Uint64(out[40:48]),
+			FirstSeenNs: binary.NativeEndian.Uint64(out[48:56]),
+			LastSeenNs:  binary.NativeEndian.Uint64(out[56:64]),
+		})
 	}
 	return nil
+}
+
+// encodeKey writes k as struct flow_key at the start of b.
+func encodeKey(b []byte, k FlowKey) {
+	copy(b[0:16], k.SrcAddr[:])
+	binary.NativeEndian.PutUint32(b[16:20], k.Ifindex)
+	binary.NativeEndian.PutUint16(b[20:22], k.SrcPort)
+	binary.NativeEndian.PutUint16(b[22:24], k.DstPort)
+	b[24] = uint8(k.Proto)
+	b[25] = k.Family
+	binary.NativeEndian.PutUint16(b[26:28], k.Pad)
 }

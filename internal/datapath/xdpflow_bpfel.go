@@ -13,6 +13,21 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpflowEvictMsg struct {
+	_        structs.HostLayout
+	Key      xdpflowFlowKey
+	Found    uint32
+	Counters xdpflowFlowCounters
+}
+
+type xdpflowFlowCounters struct {
+	_           structs.HostLayout
+	Packets     uint64
+	Bytes       uint64
+	FirstSeenNs uint64
+	LastSeenNs  uint64
+}
+
 type xdpflowFlowKey struct {
 	_       structs.HostLayout
 	Saddr   [16]uint8
@@ -25,11 +40,15 @@ type xdpflowFlowKey struct {
 }
 
 type xdpflowFlowValue struct {
-	_           structs.HostLayout
-	Packets     uint64
-	Bytes       uint64
-	FirstSeenNs uint64
-	LastSeenNs  uint64
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Dead     uint32
+	Key      xdpflowFlowKey
+	Pad      uint32
+	Counters xdpflowFlowCounters
 }
 
 type xdpflowTriggerEvent struct {
@@ -56,12 +75,14 @@ const (
 	xdpflowMapFlows              = "flows"
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
+	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
 	xdpflowVarCountTcp           = "count_tcp"
 	xdpflowVarCountUdp           = "count_udp"
 	xdpflowVarNewConnections     = "new_connections"
 	xdpflowVarNewConnsPerEvent   = "new_conns_per_event"
 	xdpflowVarPortBitmap         = "port_bitmap"
+	xdpflowVarUnusedEvictMsg     = "unused_evict_msg"
 	xdpflowVarUnusedStat         = "unused_stat"
 	xdpflowVarUnusedTriggerEvent = "unused_trigger_event"
 )
@@ -108,7 +129,8 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	Xdpflow *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	Xdpflow      *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowEvict *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
@@ -130,6 +152,7 @@ type xdpflowVariableSpecs struct {
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
 }
@@ -177,6 +200,7 @@ type xdpflowVariables struct {
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.Variable `ebpf:"port_bitmap"`
+	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.Variable `ebpf:"unused_trigger_event"`
 }
@@ -185,12 +209,14 @@ type xdpflowVariables struct {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	Xdpflow *ebpf.Program `ebpf:"xdpflow"`
+	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowEvict *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.Xdpflow,
+		p.XdpflowEvict,
 	)
 }
 
