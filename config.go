@@ -39,7 +39,7 @@ type Config struct {
 	MaxConnections int `mapstructure:"max_connections"`
 	// IdleTimeout is how long a connection may go without packets before
 	// it is exported one last time and removed from the flow table; if it
-	// comes back it starts a new series. Default: 5m.
+	// comes back it starts a new series. Default: 5m; at least 1s.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 
 	// prevent unkeyed literal initialization
@@ -113,8 +113,8 @@ func (c *Config) Validate() error {
 	} else if c.CollectionInterval > 0 && c.MinSnapshotInterval > c.CollectionInterval {
 		add("min_snapshot_interval: %s must not exceed collection_interval (%s)", c.MinSnapshotInterval, c.CollectionInterval)
 	}
-	if c.IdleTimeout <= 0 {
-		add("idle_timeout: must be positive (e.g. 5m), got %s", c.IdleTimeout)
+	if c.IdleTimeout < time.Second {
+		add("idle_timeout: %s is too short (at least 1s, e.g. 5m)", c.IdleTimeout)
 	}
 	return errors.Join(errs...)
 }

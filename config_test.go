@@ -86,7 +86,8 @@ func TestValidateRejects(t *testing.T) {
 		{"collection interval negative", func(c *Config) { c.CollectionInterval = -time.Second }, "collection_interval: must be positive (e.g. 10s), got -1s"},
 		{"min snapshot interval zero", func(c *Config) { c.MinSnapshotInterval = 0 }, "min_snapshot_interval: must be positive (e.g. 1s), got 0s"},
 		{"min snapshot above collection", func(c *Config) { c.MinSnapshotInterval = time.Minute }, "min_snapshot_interval: 1m0s must not exceed collection_interval (10s)"},
-		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: must be positive (e.g. 5m), got 0s"},
+		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: 0s is too short (at least 1s, e.g. 5m)"},
+		{"idle timeout below a second", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout: 500ms is too short (at least 1s, e.g. 5m)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,16 +17,16 @@ import (
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-// bootBase is the boot time, in ns, that testEpoch maps to.
-const bootBase = 1_000_000_000_000
+// kernelBase is the kernel time, in ns, that testEpoch maps to.
+const kernelBase = 1_000_000_000_000
 
-// testEpoch is the wall-clock time of boot time bootBase in golden files.
+// testEpoch is the wall-clock time of kernel time kernelBase in golden files.
 var testEpoch = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
 func testBuilder() metricsBuilder {
 	return metricsBuilder{
 		start:   pcommon.NewTimestampFromTime(testEpoch.Add(-time.Hour)),
-		clock:   datapath.NewClockOffset(testEpoch, bootBase),
+		clock:   datapath.NewClockOffset(testEpoch, kernelBase),
 		ifnames: map[uint32]string{2: "eth0", 3: "eth1"},
 		version: "test",
 	}
@@ -48,8 +48,8 @@ func testValue(packets, bytes uint64, firstS, lastS int) datapath.FlowValue {
 	return datapath.FlowValue{
 		Packets:     packets,
 		Bytes:       bytes,
-		FirstSeenNs: bootBase + uint64(firstS)*uint64(time.Second),
-		LastSeenNs:  bootBase + uint64(lastS)*uint64(time.Second),
+		FirstSeenNs: kernelBase + uint64(firstS)*uint64(time.Second),
+		LastSeenNs:  kernelBase + uint64(lastS)*uint64(time.Second),
 	}
 }
 

@@ -210,7 +210,7 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 		r.builder.clock = clock
 	}
 	now := time.Now()
-	r.moveIdle(idleBefore(clock.BootNs(now), r.cfg.IdleTimeout))
+	r.moveIdle(idleBefore(clock.KernelNs(now), r.cfg.IdleTimeout))
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
 	}
@@ -221,17 +221,17 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	return snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}, nil
 }
 
-// idleBefore returns the boot time before which a connection's last
+// idleBefore returns the kernel time before which a connection's last
 // packet makes it idle; 0 (nothing idle) while the host has been up for
 // less than the timeout.
-func idleBefore(bootNow uint64, timeout time.Duration) uint64 {
-	if bootNow < uint64(timeout) {
+func idleBefore(kernelNow uint64, timeout time.Duration) uint64 {
+	if kernelNow < uint64(timeout) {
 		return 0
 	}
-	return bootNow - uint64(timeout)
+	return kernelNow - uint64(timeout)
 }
 
-// moveIdle moves the keys of flows last seen before idleBefore (boot-time
+// moveIdle moves the keys of flows last seen before idleBefore (kernel
 // ns) from r.flows to r.idleKeys.
 func (r *xdpflowReceiver) moveIdle(idleBefore uint64) {
 	r.idleKeys = r.idleKeys[:0]

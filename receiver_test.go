@@ -36,12 +36,12 @@ func fastConfig() *Config {
 	return cfg
 }
 
-// bootNow returns the current boot time in ns, as the kernel stamps flows.
-func bootNow(t *testing.T) uint64 {
+// kernelNow returns the current kernel time in ns, as the program stamps flows.
+func kernelNow(t *testing.T) uint64 {
 	t.Helper()
 	c, err := datapath.MeasureClockOffset()
 	require.NoError(t, err)
-	return c.BootNs(time.Now())
+	return c.KernelNs(time.Now())
 }
 
 // sumValue returns the value of metric name for the point whose
@@ -101,7 +101,7 @@ func TestStartTwiceFails(t *testing.T) {
 
 func TestIntervalSnapshotsAndFinalSnapshot(t *testing.T) {
 	src := newFakeSource()
-	now := bootNow(t)
+	now := kernelNow(t)
 	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 3, Bytes: 300, FirstSeenNs: now, LastSeenNs: now})
 	sink := new(consumertest.MetricsSink)
 	r := newTestReceiver(t, fastConfig(), sink, src)
@@ -155,7 +155,7 @@ func TestTriggerBurstIsCoalesced(t *testing.T) {
 
 func TestIdleConnectionEvictedOnceWithFinalCounts(t *testing.T) {
 	src := newFakeSource()
-	now := bootNow(t)
+	now := kernelNow(t)
 	idleKey := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
 	activeKey := testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2)
 	old := now - uint64(10*time.Minute)
@@ -168,7 +168,7 @@ func TestIdleConnectionEvictedOnceWithFinalCounts(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 3 }, 5*time.Second, 5*time.Millisecond)
 
 	// The connection comes back: a new kernel entry, a new series.
-	back := bootNow(t)
+	back := kernelNow(t)
 	src.put(idleKey, datapath.FlowValue{Packets: 2, Bytes: 150, FirstSeenNs: back, LastSeenNs: back})
 	n := len(sink.AllMetrics())
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= n+2 }, 5*time.Second, 5*time.Millisecond)
@@ -205,7 +205,7 @@ func (c *flakyConsumer) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) 
 
 func TestDownstreamFailureKeepsFinalCountsOfEvictedConnections(t *testing.T) {
 	src := newFakeSource()
-	now := bootNow(t)
+	now := kernelNow(t)
 	old := now - uint64(10*time.Minute)
 	src.put(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
 	src.put(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})

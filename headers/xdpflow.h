@@ -35,7 +35,8 @@ struct flow_counters {
 	/* Frame bytes as seen by XDP: from the Ethernet header to the end of
 	 * the payload (no FCS). */
 	__u64 bytes;
-	/* bpf_ktime_get_boot_ns() of the first and the latest packet. */
+	/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the first
+	 * and the latest packet. */
 	__u64 first_seen_ns;
 	__u64 last_seen_ns;
 };

@@ -7,52 +7,65 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ClockOffset converts the program's timestamps (bpf_ktime_get_boot_ns,
-// CLOCK_BOOTTIME) to wall-clock time. Measure a new one for every snapshot:
-// the wall clock can be stepped (NTP, settimeofday) while boot time cannot.
+// ClockOffset converts the program's timestamps to wall-clock time. The
+// program stamps packets with bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE:
+// CLOCK_MONOTONIC as of the last tick), so a converted timestamp is at most
+// Resolution() earlier than the packet. Measure a new offset for every
+// snapshot: the wall clock can be stepped (NTP, settimeofday) while the
+// monotonic clock cannot.
 type ClockOffset struct {
-	// bootToUnix is added to a boot-time nanosecond value to get Unix ns.
-	bootToUnix int64
+	// monoToUnix is added to a monotonic nanosecond value to get Unix ns.
+	monoToUnix int64
 }
 
-// MeasureClockOffset reads CLOCK_BOOTTIME between two CLOCK_REALTIME reads
+// MeasureClockOffset reads CLOCK_MONOTONIC between two CLOCK_REALTIME reads
 // and pairs it with their midpoint, which bounds the error by half the
 // time the three reads took (well under a microsecond).
 func MeasureClockOffset() (ClockOffset, error) {
-	var before, boot, after unix.Timespec
+	var before, mono, after unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &before); err != nil {
 		return ClockOffset{}, fmt.Errorf("read CLOCK_REALTIME: %w", err)
 	}
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
-		return ClockOffset{}, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return ClockOffset{}, fmt.Errorf("read CLOCK_MONOTONIC: %w", err)
 	}
 	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &after); err != nil {
 		return ClockOffset{}, fmt.Errorf("read CLOCK_REALTIME: %w", err)
 	}
 	mid := before.Nano() + (after.Nano()-before.Nano())/2
-	return ClockOffset{bootToUnix: mid - boot.Nano()}, nil
+	return ClockOffset{monoToUnix: mid - mono.Nano()}, nil
 }
 
-// Wall returns the wall-clock time of a boot-time nanosecond timestamp.
-func (c ClockOffset) Wall(bootNs uint64) time.Time {
-	return time.Unix(0, int64(bootNs)+c.bootToUnix)
+// NewClockOffset returns the offset that maps the kernel timestamp
+// kernelNs to wall, e.g. for tests that need fixed timestamps.
+func NewClockOffset(wall time.Time, kernelNs uint64) ClockOffset {
+	return ClockOffset{monoToUnix: wall.UnixNano() - int64(kernelNs)}
 }
 
-// BootNs returns the boot-time nanosecond timestamp of a wall-clock time;
-// the inverse of Wall.
-func (c ClockOffset) BootNs(t time.Time) uint64 {
-	return uint64(t.UnixNano() - c.bootToUnix)
+// Wall returns the wall-clock time of a kernel timestamp.
+func (c ClockOffset) Wall(kernelNs uint64) time.Time {
+	return time.Unix(0, int64(kernelNs)+c.monoToUnix)
+}
+
+// KernelNs returns the kernel timestamp of a wall-clock time; the inverse
+// of Wall.
+func (c ClockOffset) KernelNs(t time.Time) uint64 {
+	return uint64(t.UnixNano() - c.monoToUnix)
 }
 
 // Sub returns how far the wall clock of c is ahead of that of o: non-zero
 // beyond measurement noise only when the wall clock was stepped between
 // the two measurements.
 func (c ClockOffset) Sub(o ClockOffset) time.Duration {
-	return time.Duration(c.bootToUnix - o.bootToUnix)
+	return time.Duration(c.monoToUnix - o.monoToUnix)
 }
 
-// NewClockOffset returns the offset that maps the boot-time timestamp
-// bootNs to wall, e.g. for tests that need fixed timestamps.
-func NewClockOffset(wall time.Time, bootNs uint64) ClockOffset {
-	return ClockOffset{bootToUnix: wall.UnixNano() - int64(bootNs)}
+// Resolution returns the granularity of the program's timestamps: the
+// kernel tick (4 ms at HZ=250). Timestamps lag the packet by less than it.
+func Resolution() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil || ts.Nano() <= 0 {
+		return 10 * time.Millisecond // HZ=100, the coarsest Linux tick
+	}
+	return time.Duration(ts.Nano())
 }

@@ -10,7 +10,7 @@ import (
 
 // TriggerEvent is sent by the program every N new connections.
 type TriggerEvent struct {
-	// KtimeNs is the boot-time timestamp of the connection that triggered it.
+	// KtimeNs is the kernel timestamp of the connection that triggered it.
 	KtimeNs uint64
 	// NewConnections is the number of connections inserted since load.
 	NewConnections uint64

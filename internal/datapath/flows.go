@@ -46,7 +46,7 @@ type FlowValue struct {
 	Packets uint64
 	// Bytes counts whole frames from the Ethernet header on, without FCS.
 	Bytes uint64
-	// FirstSeenNs and LastSeenNs are kernel boot-time nanoseconds; convert
+	// FirstSeenNs and LastSeenNs are kernel CLOCK_MONOTONIC_COARSE nanoseconds; convert
 	// them with ClockOffset.Wall.
 	FirstSeenNs uint64
 	LastSeenNs  uint64
