@@ -52,7 +52,26 @@ type metricsBuilder struct {
 	version string
 }
 
-func (b *metricsBuilder) build(s snapshot) pmetric.Metrics {
+// maxFlowsPerExport bounds the connections in one export (one
+// ConsumeMetrics call): the pdata of a snapshot of a million connections
+// is never all in memory at once.
+const maxFlowsPerExport = 8192
+
+// flowCount is the number of connections in s: live, then evicted.
+func (s *snapshot) flowCount() int { return s.flows.Len() + s.evicted.Len() }
+
+// flow returns the i-th connection of s, counting live flows first.
+func (s *snapshot) flow(i int) (*datapath.FlowKey, *datapath.FlowValue) {
+	if i < s.flows.Len() {
+		return &s.flows.Keys[i], &s.flows.Values[i]
+	}
+	i -= s.flows.Len()
+	return &s.evicted.Keys[i], &s.evicted.Values[i]
+}
+
+// build converts connections [from, to) of s into metrics; the export
+// that starts at 0 also carries the receiver-wide metrics.
+func (b *metricsBuilder) build(s *snapshot, from, to int) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName(scopeName)
@@ -61,27 +80,32 @@ func (b *metricsBuilder) build(s snapshot) pmetric.Metrics {
 
 	packets := newSum(sm.Metrics(), metricPackets, "{packet}", "Packets received per connection.")
 	bytes := newSum(sm.Metrics(), metricBytes, "By", "Bytes received per connection, whole frames from the Ethernet header on.")
-	n := s.flows.Len() + s.evicted.Len()
-	packets.DataPoints().EnsureCapacity(n)
-	bytes.DataPoints().EnsureCapacity(n)
-	for _, t := range []*datapath.FlowTable{s.flows, s.evicted} {
-		for i := range t.Keys {
-			b.appendFlow(packets, bytes, &t.Keys[i], &t.Values[i], now)
-		}
+	packets.DataPoints().EnsureCapacity(to - from)
+	bytes.DataPoints().EnsureCapacity(to - from)
+	for i := from; i < to; i++ {
+		k, v := s.flow(i)
+		b.appendFlow(packets, bytes, k, v, now)
 	}
+	if from == 0 {
+		b.appendTotals(sm.Metrics(), s, now)
+	}
+	return md
+}
 
-	b.appendCounter(sm.Metrics(), metricOverflowPackets, "{packet}", "Packets not attributed to a connection because the flow table was full.", s.stats.OverflowPackets, now)
-	b.appendCounter(sm.Metrics(), metricOverflowBytes, "By", "Bytes not attributed to a connection because the flow table was full.", s.stats.OverflowBytes, now)
-	b.appendCounter(sm.Metrics(), metricEventsDropped, "{event}", "New-connection events lost because the ring buffer was full; their connections are still read by the next snapshot.", s.stats.RingbufDrops, now)
+// appendTotals adds the receiver-wide metrics: overflow, dropped events,
+// and the size of the flow table.
+func (b *metricsBuilder) appendTotals(ms pmetric.MetricSlice, s *snapshot, now pcommon.Timestamp) {
+	b.appendCounter(ms, metricOverflowPackets, "{packet}", "Packets not attributed to a connection because the flow table was full.", s.stats.OverflowPackets, now)
+	b.appendCounter(ms, metricOverflowBytes, "By", "Bytes not attributed to a connection because the flow table was full.", s.stats.OverflowBytes, now)
+	b.appendCounter(ms, metricEventsDropped, "{event}", "New-connection events lost because the ring buffer was full; their connections are still read by the next snapshot.", s.stats.RingbufDrops, now)
 
-	g := sm.Metrics().AppendEmpty()
+	g := ms.AppendEmpty()
 	g.SetName(metricConnections)
 	g.SetUnit("{connection}")
 	g.SetDescription("Connections in the kernel flow table.")
 	dp := g.SetEmptyGauge().DataPoints().AppendEmpty()
 	dp.SetTimestamp(now)
 	dp.SetIntValue(int64(s.connections))
-	return md
 }
 
 func newSum(ms pmetric.MetricSlice, name, unit, desc string) pmetric.Sum {

@@ -66,13 +66,14 @@ func TestBuildMetricsGolden(t *testing.T) {
 	flows.Append(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), testValue(2, 150, 8, 9))
 
 	b := testBuilder()
-	md := b.build(snapshot{
+	s := snapshot{
 		time:        testEpoch.Add(10 * time.Second),
 		flows:       &flows,
 		evicted:     &evicted,
 		stats:       datapath.Stats{OverflowPackets: 84, OverflowBytes: 5040, RingbufDrops: 3},
 		connections: flows.Len(),
-	})
+	}
+	md := b.build(&s, 0, s.flowCount())
 
 	path := filepath.Join("testdata", "metrics", "snapshot.yaml")
 	if *updateGolden {
@@ -85,7 +86,7 @@ func TestBuildMetricsGolden(t *testing.T) {
 
 func TestBuildMetricsEmpty(t *testing.T) {
 	b := testBuilder()
-	md := b.build(snapshot{time: testEpoch, flows: &datapath.FlowTable{}, evicted: &datapath.FlowTable{}})
+	md := b.build(&snapshot{time: testEpoch, flows: &datapath.FlowTable{}, evicted: &datapath.FlowTable{}}, 0, 0)
 	path := filepath.Join("testdata", "metrics", "empty.yaml")
 	if *updateGolden {
 		require.NoError(t, golden.WriteMetricsToFile(path, md, golden.SkipMetricTimestampNormalization()))

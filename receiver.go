@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
@@ -161,7 +162,8 @@ func (r *xdpflowReceiver) loop(ctx context.Context) {
 }
 
 // takeSnapshot reads the flow table, evicts idle connections and exports
-// everything. Errors are logged and counted; they never stop the receiver.
+// everything, at most maxFlowsPerExport connections per export. Errors are
+// logged and counted; they never stop the receiver.
 func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	began := time.Now()
 	r.lastTaken = began
@@ -171,21 +173,32 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 		r.set.Logger.Error("Failed to read the XDP flow table", zap.String("cause", cause), zap.Error(err))
 		return
 	}
-	md := r.builder.build(s)
+	var failed error
+	total := s.flowCount()
+	for from := 0; from == 0 || from < total; from += maxFlowsPerExport {
+		md := r.builder.build(&s, from, min(from+maxFlowsPerExport, total))
+		if err := r.export(ctx, md); err != nil {
+			failed = err
+		}
+	}
 	r.telemetry.recordSnapshot(cause, time.Since(began))
-
-	points := md.DataPointCount()
-	obsCtx := r.obsrecv.StartMetricsOp(ctx)
-	err = r.next.ConsumeMetrics(obsCtx, md)
-	r.obsrecv.EndMetricsOp(obsCtx, typeStr, points, err)
-	if err != nil {
+	if failed != nil {
 		r.telemetry.exportFailures.Add(ctx, 1)
-		r.set.Logger.Warn("Next consumer refused the snapshot; evicted connections are sent again with the next one",
-			zap.String("cause", cause), zap.Int("data_points", points), zap.Error(err))
+		r.set.Logger.Warn("Next consumer refused (part of) the snapshot; evicted connections are sent again with the next one",
+			zap.String("cause", cause), zap.Int("connections", total), zap.Error(failed))
 		r.boundEvicted()
 		return
 	}
 	r.evicted.Reset()
+}
+
+// export hands md to the next consumer, recording the outcome.
+func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error {
+	points := md.DataPointCount()
+	obsCtx := r.obsrecv.StartMetricsOp(ctx)
+	err := r.next.ConsumeMetrics(obsCtx, md)
+	r.obsrecv.EndMetricsOp(obsCtx, typeStr, points, err)
+	return err
 }
 
 // collect reads the kernel table and moves idle connections out of it.

@@ -252,3 +252,34 @@ func TestFactory(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, r.Shutdown(context.Background()))
 }
+
+func TestLargeSnapshotIsExportedInParts(t *testing.T) {
+	src := newFakeSource()
+	now := kernelNow(t)
+	const n = 2*maxFlowsPerExport + 100
+	for i := 0; i < n; i++ {
+		k := testKey("198.51.100.1", uint16(i), 8080, datapath.UDP, 2)
+		k.SrcAddr[15] = byte(i >> 16)
+		src.put(k, datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
+	}
+	sink := new(consumertest.MetricsSink)
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = time.Hour // only the final snapshot
+	r := newTestReceiver(t, cfg, sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	all := sink.AllMetrics()
+	require.Len(t, all, 3)
+	var flows, totals int
+	for _, md := range all {
+		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		flows += ms.At(0).Sum().DataPoints().Len()
+		require.Equal(t, ms.At(0).Sum().DataPoints().Len(), ms.At(1).Sum().DataPoints().Len())
+		if ms.Len() > 2 {
+			totals++
+		}
+	}
+	assert.Equal(t, n, flows, "every connection exported once")
+	assert.Equal(t, 1, totals, "receiver-wide metrics exported once per snapshot")
+}
