@@ -168,7 +168,7 @@ func BenchmarkTriggerBurst(b *testing.B) {
 		b.ReportMetric(float64(took.Milliseconds()), "burst-ms")
 		b.ReportMetric(float64(stats.RingbufDrops), "ringbuf-drops")
 		b.ReportMetric(float64(stats.Events), "events")
-		b.ReportMetric(float64((withReceiver-baseline).Milliseconds()), "receiver-cpu-ms")
+		b.ReportMetric(float64((withReceiver - baseline).Milliseconds()), "receiver-cpu-ms")
 	}
 }
 
