@@ -12,9 +12,11 @@ CONFIG      ?= examples/default.yaml
 
 all: test
 
-## generate: rebuild the XDP program and its Go bindings with bpf2go (needs clang, llvm, libbpf-dev)
+## generate: rebuild the XDP programs and their Go bindings with bpf2go (needs clang, llvm, libbpf-dev):
+## the datapath's, and the benchmark-only ones of internal/naivebench
 generate:
 	cd internal/datapath && $(GO) generate ./...
+	cd internal/naivebench && $(GO) generate ./...
 
 ## test: vet and run every test (as root, the BPF and network-namespace tests run too)
 test:

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* floor: benchmark-only programs that do a prefix of xdpflow's hit path,
+ * to show where its per-packet cost goes (internal/naivebench,
+ * BENCHMARKS.md). Each parses exactly like xdpflow (this file includes
+ * bpf/xdpflow.c and calls its parse()) and looks the key up in the same
+ * flows map, which the benchmark fills by running xdpflow first:
+ *
+ *   floor_lookup         parse + hash lookup: the floor of any design that
+ *                        keeps one hash-map entry per connection;
+ *   floor_lookup_atomic  + two atomic adds (lock-free counting, no
+ *                        lossless eviction);
+ *   floor_lookup_lock    + bpf_spin_lock, two increments, unlock (no clock,
+ *                        no dead flag, no key check);
+ *   floor_small_lookup   parse + lookup of a 12-byte IPv4-only key in a
+ *                        table of its own: the cost of the key size. */
+
+#include "xdpflow.c"
+
+SEC("xdp")
+int floor_lookup(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		key.ifindex = ctx->ingress_ifindex;
+		if (!bpf_map_lookup_elem(&flows, &key))
+			stat_add(STAT_OVERFLOW_PACKETS, 1);
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int floor_lookup_atomic(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		key.ifindex = ctx->ingress_ifindex;
+		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+		if (v) {
+			__sync_fetch_and_add(&v->counters.packets, 1);
+			__sync_fetch_and_add(&v->counters.bytes, ctx->data_end - ctx->data);
+		}
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int floor_lookup_lock(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		key.ifindex = ctx->ingress_ifindex;
+		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+		if (v) {
+			__u64 len = ctx->data_end - ctx->data;
+			bpf_spin_lock(&v->lock);
+			v->counters.packets++;
+			v->counters.bytes += len;
+			bpf_spin_unlock(&v->lock);
+		}
+	}
+	return XDP_PASS;
+}
+
+/* small_key is an IPv4-only key: 12 bytes instead of 28. */
+struct small_key {
+	__u32 saddr;
+	__u16 sport;
+	__u16 dport;
+	__u32 ifindex;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct small_key);
+	__type(value, struct flow_counters);
+	__uint(max_entries, 65536);
+} small_flows SEC(".maps");
+
+SEC("xdp")
+int floor_small_lookup(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		struct small_key sk = {
+			.sport = key.sport,
+			.dport = key.dport,
+			.ifindex = ctx->ingress_ifindex,
+		};
+		__builtin_memcpy(&sk.saddr, &key.saddr[12], 4);
+		if (!bpf_map_lookup_elem(&small_flows, &sk))
+			stat_add(STAT_OVERFLOW_PACKETS, 1);
+	}
+	return XDP_PASS;
+}

@@ -1,0 +1,10 @@
+// Package naivebench holds benchmark-only XDP programs, never loaded by the
+// receiver: the naive counting design xdpflow replaces (bpf/naive.c) and
+// prefixes of xdpflow's hit path (bpf/floor.c). The benchmarks in
+// internal/datapath compare them with xdpflow; see BENCHMARKS.md.
+package naivebench
+
+// The generated files (naive_bpfel.*, floor_bpfel.*) are committed like
+// internal/datapath's; `make generate` rebuilds them.
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target bpfel naive ../../bpf/naive.c -- -I../../bpf -I../../headers -I/usr/include/x86_64-linux-gnu -mcpu=v3 -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target bpfel floor ../../bpf/floor.c -- -I../../bpf -I../../headers -I/usr/include/x86_64-linux-gnu -mcpu=v3 -Wall -Werror

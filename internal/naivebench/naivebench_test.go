@@ -1,0 +1,86 @@
+package naivebench
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"go.uber.org/goleak"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// tcp4 returns an Ethernet/IPv4/TCP frame from 10.0.0.<host>:sport to dport.
+func tcp4(host byte, sport, dport uint16) []byte {
+	b := make([]byte, 14+20+20)
+	binary.BigEndian.PutUint16(b[12:], 0x0800)
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	ip[8], ip[9] = 64, 6
+	copy(ip[12:], []byte{10, 0, 0, host, 192, 0, 2, 1})
+	binary.BigEndian.PutUint16(ip[20:], sport)
+	binary.BigEndian.PutUint16(ip[22:], dport)
+	ip[32] = 5 << 4
+	return b
+}
+
+func run(t *testing.T, p *ebpf.Program, frame []byte, repeat uint32) {
+	t.Helper()
+	ret, err := p.Run(&ebpf.RunOptions{Data: frame, Repeat: repeat})
+	if err != nil || ret != 2 {
+		t.Fatalf("run: %d, %v; want XDP_PASS", ret, err)
+	}
+}
+
+// TestNaive checks that the naive program counts port 8080 only, one entry
+// per connection.
+func TestNaive(t *testing.T) {
+	privtest.RequireRoot(t)
+	n, err := LoadNaive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	run(t, n.Program(), tcp4(1, 1000, Port), 1)
+	run(t, n.Program(), tcp4(1, 1000, Port), 1)
+	run(t, n.Program(), tcp4(2, 1000, Port), 1)
+	run(t, n.Program(), tcp4(2, 1000, 9090), 1)
+	if p, err := n.Packets(); err != nil || p != 3 {
+		t.Errorf("naive counted %d packets (%v), want 3", p, err)
+	}
+	if c, err := n.NewConnections(); err != nil || c != 2 {
+		t.Errorf("naive counted %d new connections (%v), want 2", c, err)
+	}
+}
+
+// TestFloor checks that the floor programs find the connection xdpflow
+// inserted, and the small-key program the one PutSmall inserted.
+func TestFloor(t *testing.T) {
+	privtest.RequireRoot(t)
+	f, err := LoadFloor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	frame := tcp4(1, 1000, Port)
+	run(t, f.Xdpflow, frame, 1)
+	if err := f.PutSmall([4]byte{10, 0, 0, 1}, 1000, Port, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*ebpf.Program{f.Lookup, f.LookupAtomic, f.LookupLock, f.SmallLookup} {
+		run(t, p, frame, 1)
+	}
+	if m, err := f.Misses(); err != nil || m != 0 {
+		t.Errorf("floor programs missed %d lookups (%v), want 0", m, err)
+	}
+	run(t, f.Lookup, tcp4(2, 1000, Port), 1)
+	run(t, f.SmallLookup, tcp4(2, 1000, Port), 1)
+	if m, err := f.Misses(); err != nil || m != 2 {
+		t.Errorf("floor programs missed %d lookups (%v), want 2", m, err)
+	}
+}
