@@ -16,6 +16,7 @@ type fakeSource struct {
 	calls     []string // "detach", "read", "close" in order
 	readErr   error
 	evictions int
+	gone      []string
 }
 
 func newFakeSource() *fakeSource {
@@ -64,6 +65,12 @@ func (f *fakeSource) Stats() (datapath.Stats, error) {
 func (f *fakeSource) Events() <-chan datapath.TriggerEvent { return f.events }
 
 func (f *fakeSource) Attached() map[string]int { return map[string]int{"eth0": 2} }
+
+func (f *fakeSource) Gone() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gone
+}
 
 func (f *fakeSource) DetachAll() error {
 	f.mu.Lock()

@@ -45,6 +45,7 @@ type xdpflowReceiver struct {
 	evicted   datapath.FlowTable // exported for the last time, until accepted
 	idleKeys  []datapath.FlowKey
 	lastTaken time.Time
+	gone      map[string]bool // deleted interfaces already reported
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
@@ -84,6 +85,7 @@ func (r *xdpflowReceiver) Start(_ context.Context, _ component.Host) error {
 		return errors.Join(fmt.Errorf("xdpflow receiver: %w", err), src.Close())
 	}
 	r.src = src
+	r.gone = map[string]bool{}
 	r.builder.clock = clock
 	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
 	r.builder.ifnames = map[uint32]string{}
@@ -211,6 +213,7 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 // series. Final values stay in r.evicted until the next consumer accepts
 // them, so a failing export does not lose them either.
 func (r *xdpflowReceiver) collect() (snapshot, error) {
+	r.reportGoneInterfaces()
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
 	}
@@ -232,6 +235,20 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 		return snapshot{}, err
 	}
 	return snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}, nil
+}
+
+// reportGoneInterfaces logs, once each, the interfaces deleted while the
+// program was attached. The receiver keeps serving the others and keeps
+// exporting what was counted on the deleted ones until it is evicted.
+func (r *xdpflowReceiver) reportGoneInterfaces() {
+	for _, name := range r.src.Gone() {
+		if r.gone[name] {
+			continue
+		}
+		r.gone[name] = true
+		r.set.Logger.Warn("Interface deleted: its XDP program is gone; counts already made on it are still exported, other interfaces are unaffected",
+			zap.String("interface", name))
+	}
 }
 
 // idleBefore returns the kernel time before which a connection's last

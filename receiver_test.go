@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 )
@@ -282,4 +283,26 @@ func TestLargeSnapshotIsExportedInParts(t *testing.T) {
 	}
 	assert.Equal(t, n, flows, "every connection exported once")
 	assert.Equal(t, 1, totals, "receiver-wide metrics exported once per snapshot")
+}
+
+func TestDeletedInterfaceIsReportedOnceAndExportsContinue(t *testing.T) {
+	src := newFakeSource()
+	now := kernelNow(t)
+	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 3, Bytes: 300, FirstSeenNs: now, LastSeenNs: now})
+	src.gone = []string{"eth0"}
+	core, logs := observer.New(zap.WarnLevel)
+	set := receivertest.NewNopSettings(NewFactory().Type())
+	set.Logger = zap.New(core)
+	sink := new(consumertest.MetricsSink)
+	r, err := newReceiver(set, fastConfig(), sink, func(*Config, *zap.Logger) (flowSource, error) { return src, nil })
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 3 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	deleted := logs.FilterMessageSnippet("Interface deleted").All()
+	require.Len(t, deleted, 1)
+	assert.Equal(t, "eth0", deleted[0].ContextMap()["interface"])
+	v, _ := sumValue(sink.AllMetrics()[len(sink.AllMetrics())-1], metricPackets, 40000)
+	assert.Equal(t, int64(3), v)
 }

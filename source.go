@@ -16,6 +16,8 @@ type flowSource interface {
 	Events() <-chan datapath.TriggerEvent
 	// Attached maps the attached interfaces' names to their ifindex.
 	Attached() map[string]int
+	// Gone lists the attached interfaces that were deleted.
+	Gone() []string
 	DetachAll() error
 	Close() error
 }

@@ -79,14 +79,6 @@ func attachHint(err error, m AttachMode) string {
 	return privilegeHint(err)
 }
 
-// privilegeHint explains a permission error; it is empty for other errors.
-func privilegeHint(err error) string {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return " (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
-	}
-	return ""
-}
-
 // Detach removes the program from iface. Detaching an interface that was
 // deleted meanwhile succeeds: the kernel already released the program.
 func (d *Datapath) Detach(iface string) error {
@@ -146,4 +138,25 @@ func (d *Datapath) DetachAll() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return errors.Join(d.detachAllLocked()...)
+}
+
+// Gone returns, sorted, the attached interfaces whose program the kernel
+// released because the interface was deleted. They stay in Attached, so
+// flows already counted on them keep their interface name; Detach or
+// Close releases the rest.
+func (d *Datapath) Gone() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var gone []string
+	for name, a := range d.links {
+		info, err := a.link.Info()
+		if err != nil {
+			continue
+		}
+		if xdp := info.XDP(); xdp != nil && xdp.Ifindex == 0 {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	return gone
 }
