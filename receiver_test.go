@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -305,4 +306,41 @@ func TestDeletedInterfaceIsReportedOnceAndExportsContinue(t *testing.T) {
 	assert.Equal(t, "eth0", deleted[0].ContextMap()["interface"])
 	v, _ := sumValue(sink.AllMetrics()[len(sink.AllMetrics())-1], metricPackets, 40000)
 	assert.Equal(t, int64(3), v)
+}
+
+func TestSelfTelemetry(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	src := newFakeSource()
+	set := receivertest.NewNopSettings(NewFactory().Type())
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	next := &flakyConsumer{failures: 1}
+	r, err := newReceiver(set, fastConfig(), next, func(*Config, *zap.Logger) (flowSource, error) { return src, nil })
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(next.AllMetrics()) >= 2 }, 5*time.Second, 5*time.Millisecond)
+	src.events <- datapath.TriggerEvent{NewConnections: 5}
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	snapshots, err := tel.GetMetric("otelcol_xdpflow_snapshots")
+	require.NoError(t, err)
+	byCause := map[string]int64{}
+	for _, dp := range snapshots.Data.(metricdata.Sum[int64]).DataPoints {
+		cause, _ := dp.Attributes.Value("cause")
+		byCause[cause.AsString()] = dp.Value
+	}
+	assert.GreaterOrEqual(t, byCause[causeInterval], int64(3), "first refused, then two accepted")
+	assert.Equal(t, int64(1), byCause[causeShutdown])
+
+	duration, err := tel.GetMetric("otelcol_xdpflow_snapshot_duration")
+	require.NoError(t, err)
+	var recorded uint64
+	for _, dp := range duration.Data.(metricdata.Histogram[float64]).DataPoints {
+		recorded += dp.Count
+	}
+	assert.Equal(t, uint64(byCause[causeInterval]+byCause[causeTrigger]+byCause[causeShutdown]), recorded)
+
+	failures, err := tel.GetMetric("otelcol_xdpflow_export_failures")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), failures.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
 }
