@@ -1,0 +1,873 @@
+package datapath
+
+// Per-packet benchmarks of the XDP program, run with BPF_PROG_TEST_RUN:
+// the kernel runs a program `repeat` times on one frame and reports the
+// mean time per run, in whole nanoseconds, measured in the kernel around
+// the loop (the time the thread was rescheduled is left out; interrupts
+// are not). Every figure is compared with an empty XDP program measured in
+// the same process, in the same rounds, so that the noise of a shared
+// machine hits the baseline and the cases alike. BENCHMARKS.md has the
+// figures and what dominates them; `make bench` runs these.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/naivebench"
+	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
+)
+
+var (
+	benchRounds   = flag.Int("xdpflow.rounds", 15, "rounds of every BenchmarkPacketCost case")
+	benchMCRounds = flag.Int("xdpflow.mcrounds", 9, "rounds of every BenchmarkMultiCore case")
+	benchRepeat   = flag.Int("xdpflow.repeat", 1_000_000, "runs of the program per BPF_PROG_TEST_RUN call")
+	benchInsert   = flag.Int("xdpflow.inserts", 32768, "new connections per insert round (into a fresh table of 65536)")
+	benchVeth     = flag.Duration("xdpflow.veth", 2*time.Second, "duration of one BenchmarkVethThroughput case")
+	benchVethN    = flag.Int("xdpflow.vethrounds", 3, "rounds of BenchmarkVethThroughput")
+)
+
+// benchTableSize is the flow table of every benchmark: the default
+// MaxConnections. benchFill other connections are inserted before the hit
+// path is measured, so that buckets hold what a half-full table holds.
+const (
+	benchTableSize = 65536
+	benchFill      = benchTableSize / 2
+)
+
+// benchOptions are the default options: port 8080, TCP and UDP, a trigger
+// every 5 new connections, 65536 connections.
+func benchOptions() Options { return DefaultOptions() }
+
+// blockSignals blocks every signal on the calling thread, which must be
+// locked to its goroutine, and returns the function restoring the mask.
+// The kernel aborts a repeated BPF_PROG_TEST_RUN with EINTR when a signal
+// is pending (the Go runtime sends SIGURG to preempt), and cilium/ebpf
+// restarts it from the start: for the insert benchmarks that would run the
+// first keys twice, making later runs hits instead of inserts.
+func blockSignals() (restore func(), err error) {
+	var all, old unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old); err != nil {
+		return nil, fmt.Errorf("block signals: %w", err)
+	}
+	return func() { _ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) }, nil
+}
+
+// benchRun runs prog repeat times on frame in one BPF_PROG_TEST_RUN with
+// signals blocked and returns the kernel's time per run in ns. The program
+// must return XDP_PASS.
+func benchRun(prog *ebpf.Program, frame []byte, repeat int) (float64, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return benchRunLocked(prog, frame, repeat)
+}
+
+// benchRunLocked is benchRun on a thread the caller locked.
+func benchRunLocked(prog *ebpf.Program, frame []byte, repeat int) (float64, error) {
+	restore, err := blockSignals()
+	if err != nil {
+		return 0, err
+	}
+	defer restore()
+	ret, d, err := prog.Benchmark(frame, repeat, nil)
+	if err != nil {
+		return 0, err
+	}
+	if ret != xdpPass {
+		return 0, fmt.Errorf("program returned %d, want XDP_PASS", ret)
+	}
+	return float64(d.Nanoseconds()), nil
+}
+
+// emptyProgram returns an XDP program that only returns XDP_PASS.
+func emptyProgram(tb testing.TB) *ebpf.Program {
+	tb.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "xdp_empty",
+		Type:         ebpf.XDP,
+		AttachType:   ebpf.AttachXDP,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+	})
+	if err != nil {
+		tb.Fatalf("load empty XDP program: %v", err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// keyStepper is a benchmark-only XDP program that makes every run of a
+// repeated BPF_PROG_TEST_RUN a different connection: it adds one to the
+// IPv4 source address of an untagged frame (as a little-endian word, so
+// the first octet changes fastest; 2^32 runs before a key repeats), then
+// tail-calls the program in slot 0 of its program array. The kernel runs
+// a repeated test on one buffer, so each run sees the previous run's
+// write. Its own cost (a load, a store, a tail call) is measured by
+// stepping into the empty program, and subtracted.
+type keyStepper struct {
+	prog  *ebpf.Program
+	slots *ebpf.Map
+}
+
+// ipv4SrcOffset is where the source address of an untagged IPv4 frame is.
+const ipv4SrcOffset = ethHdrLen + 12
+
+func newKeyStepper(tb testing.TB) *keyStepper {
+	tb.Helper()
+	slots, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		tb.Fatalf("create program array: %v", err)
+	}
+	tb.Cleanup(func() { slots.Close() })
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // ctx->data
+		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // ctx->data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, ethHdrLen+ipv4HdrLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, ipv4SrcOffset, asm.Word),
+		asm.Add.Imm(asm.R5, 1),
+		asm.StoreMem(asm.R2, ipv4SrcOffset, asm.R5, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMapPtr(asm.R2, slots.FD()),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
+		asm.Return(),
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xdp_keystep", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: insns})
+	if err != nil {
+		tb.Fatalf("load key stepper: %v", err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+	return &keyStepper{prog: prog, slots: slots}
+}
+
+// run runs target on n connections, the first one after frame's. The
+// program array holds no reference to target afterwards.
+func (s *keyStepper) run(target *ebpf.Program, frame []byte, n int) (float64, error) {
+	if err := s.slots.Put(uint32(0), target); err != nil {
+		return 0, fmt.Errorf("put tail-call target: %w", err)
+	}
+	defer s.slots.Delete(uint32(0))
+	return benchRun(s.prog, frame, n)
+}
+
+// fillFrame is the first of the benchFill other connections of a table:
+// stepping from 10.200.0.0 never reaches the benchmarks' own addresses.
+func fillFrame() []byte { return tcp4Frame("10.200.0.0", 1, 8080, 10) }
+
+// fill inserts benchFill other connections into target's table.
+func (s *keyStepper) fill(tb testing.TB, target *ebpf.Program) {
+	tb.Helper()
+	if _, err := s.run(target, fillFrame(), benchFill); err != nil {
+		tb.Fatalf("fill flow table: %v", err)
+	}
+}
+
+// Frames of the benchmarks: 64 bytes, except IPv6 (74, the smallest TCP
+// frame), to port 8080 unless said otherwise.
+func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
+func benchFrameV6() []byte { return tcp6Frame("2001:db8:100::1", 40000, 8080, 0) }
+func benchFrameVLAN() []byte {
+	return ether(etherTypeIPv4, ipv4{src: addr("198.51.100.2"), dst: addr(dstV4), proto: protoTCP}.packet(l4(protoTCP, 40000, 8080, 6)), vlan{etherTypeVLAN, 100})
+}
+func benchFrameOther() []byte    { return tcp4Frame("198.51.100.1", 40000, 9090, 10) }
+func benchFrameInsert() []byte   { return tcp4Frame("172.16.0.0", 40000, 8080, 10) }
+func benchFrameOverflow() []byte { return tcp4Frame("198.51.100.9", 40000, 8080, 10) }
+
+// benchStat is the min, median and max of one case's samples.
+type benchStat struct{ min, med, max float64 }
+
+func summarize(xs []float64) benchStat {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return benchStat{}
+	}
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return benchStat{min: s[0], med: med, max: s[len(s)-1]}
+}
+
+// benchCase is one measured case: run returns ns per packet.
+type benchCase struct {
+	name    string
+	what    string
+	run     func() (float64, error)
+	samples []float64
+}
+
+// runRounds runs every case once per round, rounds times, starting each
+// round one case further so that no case always follows the same one.
+func runRounds(b *testing.B, rounds int, cases []*benchCase) {
+	b.Helper()
+	for r := range rounds {
+		for i := range cases {
+			c := cases[(i+r)%len(cases)]
+			ns, err := c.run()
+			if err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+			c.samples = append(c.samples, ns)
+		}
+	}
+}
+
+// datapathFor loads a datapath with opts for a benchmark; it is closed when
+// the benchmark ends.
+func datapathFor(b *testing.B, opts Options) *Datapath {
+	b.Helper()
+	d, err := Load(opts)
+	if err != nil {
+		b.Fatalf("Load: %v", err)
+	}
+	b.Cleanup(func() { d.Close() })
+	return d
+}
+
+// drain reads rd until it is closed; the returned function closes it and
+// waits.
+func drain(rd *ringbuf.Reader) (stop func()) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			if _, err := rd.Read(); errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+		}
+	})
+	return func() { rd.Close(); wg.Wait() }
+}
+
+// loadNaive loads the naive program with a reader draining its ring
+// buffer, as the receiver drains xdpflow's. close releases both.
+func loadNaive(tb testing.TB) (n *naivebench.Naive, close func()) {
+	tb.Helper()
+	n, err := naivebench.LoadNaive()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rd, err := ringbuf.NewReader(n.Events())
+	if err != nil {
+		n.Close()
+		tb.Fatalf("naive ring buffer reader: %v", err)
+	}
+	stop := drain(rd)
+	return n, func() { stop(); n.Close() }
+}
+
+// BenchmarkPacketCost measures the cost of one packet in each path of the
+// program, next to an empty XDP program and the naive design, and prints a
+// table. Each sub-benchmark reports the median ns per packet (ns/op; its N
+// is meaningless) and the ratio of the median to the empty program's.
+func BenchmarkPacketCost(b *testing.B) {
+	privtest.RequireRoot(b)
+	repeat, inserts := *benchRepeat, *benchInsert
+	if inserts > benchTableSize {
+		b.Fatalf("-xdpflow.inserts %d exceeds the table size %d", inserts, benchTableSize)
+	}
+	empty := emptyProgram(b)
+	step := newKeyStepper(b)
+	bench := func(p *ebpf.Program, frame []byte) func() (float64, error) {
+		return func() (float64, error) { return benchRun(p, frame, repeat) }
+	}
+
+	// Hit path: a half-full table holding the three connections measured.
+	d := datapathFor(b, benchOptions())
+	step.fill(b, d.Program())
+	for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
+		runFrame(b, d, f)
+	}
+	hitStats := readStats(b, d)
+
+	// Overflow path: a full table, and a connection not in it.
+	full := datapathFor(b, benchOptions())
+	if _, err := step.run(full.Program(), fillFrame(), benchTableSize); err != nil {
+		b.Fatal(err)
+	}
+	if st := readStats(b, full); st.NewConnections != benchTableSize || st.OverflowPackets != 0 {
+		b.Fatalf("filling the table: %+v, want %d new connections and no overflow", st, benchTableSize)
+	}
+
+	// Naive, hit path: a half-full table too.
+	naive, closeNaive := loadNaive(b)
+	defer closeNaive()
+	step.fill(b, naive.Program())
+	if _, err := benchRun(naive.Program(), benchFrameV4(), 1); err != nil {
+		b.Fatal(err)
+	}
+
+	// Floors: prefixes of the hit path, on a half-full table of their own
+	// (a table has its own hash seed: ours is measured on it too, as
+	// floor-ours, for a like-for-like comparison).
+	floor, err := naivebench.LoadFloor()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer floor.Close()
+	step.fill(b, floor.Xdpflow)
+	if _, err := benchRun(floor.Xdpflow, benchFrameV4(), 1); err != nil {
+		b.Fatal(err)
+	}
+	for i := range benchFill {
+		if err := floor.PutSmall([4]byte{10, 200, byte(i >> 8), byte(i)}, 1, 8080, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lo := loopbackIndexTB(b)
+	if err := floor.PutSmall(addr("198.51.100.1").As4(), 40000, 8080, lo); err != nil {
+		b.Fatal(err)
+	}
+
+	// New connections: a fresh table per round, inserts connections
+	// stepped from benchFrameInsert by the key stepper, into a table
+	// filling from empty to inserts/65536. The stepper's own cost is
+	// measured into the empty program and subtracted in the table.
+	insertOurs := func() (float64, error) {
+		d, err := Load(benchOptions())
+		if err != nil {
+			return 0, err
+		}
+		defer d.Close()
+		ns, err := step.run(d.Program(), benchFrameInsert(), inserts)
+		if err != nil {
+			return 0, err
+		}
+		if st, err := d.Stats(); err != nil || st.NewConnections != uint64(inserts) || st.OverflowPackets != 0 {
+			return 0, fmt.Errorf("after %d inserts: %+v, %v", inserts, st, err)
+		}
+		return ns, nil
+	}
+	insertNaive := func() (float64, error) {
+		n, closeN := loadNaive(b)
+		defer closeN()
+		ns, err := step.run(n.Program(), benchFrameInsert(), inserts)
+		if err != nil {
+			return 0, err
+		}
+		if c, err := n.NewConnections(); err != nil || c != uint64(inserts) {
+			return 0, fmt.Errorf("after %d inserts the naive program counted %d new connections (%v)", inserts, c, err)
+		}
+		return ns, nil
+	}
+
+	cases := []*benchCase{
+		{name: "empty", what: "XDP_PASS only (the baseline)", run: bench(empty, benchFrameV4())},
+		{name: "other-port", what: "ours, port not counted: parse + port filter", run: bench(d.Program(), benchFrameOther())},
+		{name: "hit-ipv4", what: "ours, existing connection, IPv4 TCP", run: bench(d.Program(), benchFrameV4())},
+		{name: "hit-ipv6", what: "ours, existing connection, IPv6 TCP", run: bench(d.Program(), benchFrameV6())},
+		{name: "hit-vlan", what: "ours, existing connection, 802.1Q IPv4 TCP", run: bench(d.Program(), benchFrameVLAN())},
+		{name: "insert", what: fmt.Sprintf("ours, new connection (%d per fresh table, stepper subtracted)", inserts), run: insertOurs},
+		{name: "overflow", what: "ours, new connection, table full (65536)", run: bench(full.Program(), benchFrameOverflow())},
+		{name: "naive-hit", what: "naive design, existing connection", run: bench(naive.Program(), benchFrameV4())},
+		{name: "naive-insert", what: "naive design, new connection (stepper subtracted)", run: insertNaive},
+		{name: "floor-ours", what: "ours again, on the floor programs' table", run: bench(floor.Xdpflow, benchFrameV4())},
+		{name: "floor-lookup", what: "parse + hash lookup of our key", run: bench(floor.Lookup, benchFrameV4())},
+		{name: "floor-atomic", what: "parse + lookup + 2 atomic adds", run: bench(floor.LookupAtomic, benchFrameV4())},
+		{name: "floor-lock", what: "parse + lookup + spin lock + 2 adds", run: bench(floor.LookupLock, benchFrameV4())},
+		{name: "floor-small-key", what: "parse + hash lookup of a 12-byte IPv4 key", run: bench(floor.SmallLookup, benchFrameV4())},
+		{name: "stepper", what: "key stepper into the empty program (subtracted from inserts)", run: func() (float64, error) {
+			return step.run(empty, benchFrameInsert(), inserts)
+		}},
+	}
+	start := time.Now()
+	runRounds(b, *benchRounds, cases)
+	elapsed := time.Since(start)
+
+	// Sanity: the hit cases hit, the overflow case overflowed every time.
+	if st := readStats(b, d); st.NewConnections != hitStats.NewConnections || st.OverflowPackets != 0 {
+		b.Fatalf("hit-path table changed: %+v, was %+v", st, hitStats)
+	}
+	if st := readStats(b, full); st.OverflowPackets != uint64(*benchRounds*repeat) {
+		b.Fatalf("overflow table: %+v, want %d overflow packets", st, *benchRounds*repeat)
+	}
+	if m, err := floor.Misses(); err != nil || m != 0 {
+		b.Fatalf("floor programs missed %d lookups (%v)", m, err)
+	}
+
+	stats := map[string]benchStat{}
+	for _, c := range cases {
+		stats[c.name] = summarize(c.samples)
+	}
+	// Inserts are reported net of the stepper: sample - (stepper - empty),
+	// using the medians of the stepper and the empty program.
+	stepCost := stats["stepper"].med - stats["empty"].med
+	for _, name := range []string{"insert", "naive-insert"} {
+		s := stats[name]
+		stats[name] = benchStat{min: s.min - stepCost, med: s.med - stepCost, max: s.max - stepCost}
+	}
+	base := stats["empty"]
+
+	fmt.Printf("\nBenchmarkPacketCost: BPF_PROG_TEST_RUN, %d runs per call (%d for inserts), %d rounds, %s; %s\n",
+		repeat, inserts, *benchRounds, elapsed.Round(time.Second), benchMachine())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tmin ns\tmedian ns\tmax ns\tmedian/empty\tmin/empty min\t  what\t")
+	for _, c := range cases {
+		s := stats[c.name]
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.2fx\t%.2fx\t  %s\t\n", c.name, s.min, s.med, s.max, s.med/base.med, s.min/base.min, c.what)
+	}
+	tw.Flush()
+	fmt.Printf("targets: hit path <= 2.0x empty: %s; overflow path <= 2.5x empty: %s\n",
+		verdict(stats["hit-ipv4"].med/base.med, 2.0), verdict(stats["overflow"].med/base.med, 2.5))
+
+	for _, c := range cases {
+		s := stats[c.name]
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportMetric(s.med, "ns/op")
+			b.ReportMetric(s.min, "min-ns")
+			b.ReportMetric(s.max, "max-ns")
+			b.ReportMetric(s.med/base.med, "x-empty")
+		})
+	}
+}
+
+func verdict(ratio, target float64) string {
+	if ratio <= target {
+		return fmt.Sprintf("MET (%.2fx)", ratio)
+	}
+	return fmt.Sprintf("NOT MET (%.2fx)", ratio)
+}
+
+// loopbackIndexTB is loopbackIndex for a benchmark.
+func loopbackIndexTB(tb testing.TB) uint32 {
+	tb.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		tb.Fatalf("find lo: %v", err)
+	}
+	return uint32(lo.Index)
+}
+
+// benchMachine describes the machine: CPUs, kernel, CPU model.
+func benchMachine() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return fmt.Sprintf("%d CPUs, kernel %s, %s", runtime.NumCPU(), unix.ByteSliceToString(u.Release[:]), cpuModel())
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.Lines(string(data)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// pinnedWorker runs BPF_PROG_TEST_RUN calls on a thread pinned to one CPU,
+// with every signal blocked. Its goroutine never unlocks the thread, so
+// the runtime ends the thread when stop is called rather than reusing a
+// thread pinned to one CPU.
+type pinnedWorker struct {
+	jobs    chan pinnedJob
+	results chan pinnedResult
+	done    chan struct{}
+}
+
+type pinnedJob struct {
+	prog   *ebpf.Program
+	frame  []byte
+	repeat int
+}
+
+type pinnedResult struct {
+	ns  float64
+	err error
+}
+
+func newPinnedWorker(tb testing.TB, cpu int) *pinnedWorker {
+	tb.Helper()
+	w := &pinnedWorker{jobs: make(chan pinnedJob), results: make(chan pinnedResult), done: make(chan struct{})}
+	ready := make(chan error)
+	go func() {
+		defer close(w.done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			ready <- fmt.Errorf("pin thread to CPU %d: %w", cpu, err)
+			return
+		}
+		if _, err := blockSignals(); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		for j := range w.jobs {
+			ns, err := benchRunLocked(j.prog, j.frame, j.repeat)
+			w.results <- pinnedResult{ns, err}
+		}
+	}()
+	if err := <-ready; err != nil {
+		<-w.done
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { close(w.jobs); <-w.done })
+	return w
+}
+
+// multiCase is one BenchmarkMultiCore measurement: jobs[i] runs on CPU i
+// (one job: on CPU 0 alone), all at once.
+type multiCase struct {
+	name    string
+	what    string
+	jobs    []pinnedJob
+	samples [][]float64 // samples[round][cpu]
+}
+
+// BenchmarkMultiCore measures the hit path run from both CPUs at once, on
+// one connection (both CPUs take the same entry's lock: the worst case)
+// and on one connection per CPU (what RSS gives), next to the same on one
+// CPU, and the empty program likewise. It reports ns per packet on each
+// CPU and the throughput ratio, 2 CPUs / 1 CPU (2.00 is perfect scaling).
+func BenchmarkMultiCore(b *testing.B) {
+	privtest.RequireRoot(b)
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs 2 CPUs")
+	}
+	repeat := *benchRepeat
+	empty := emptyProgram(b)
+	step := newKeyStepper(b)
+	d := datapathFor(b, benchOptions())
+	step.fill(b, d.Program())
+	keyA, keyB := benchFrameV4(), tcp4Frame("198.51.100.3", 40001, 8080, 10)
+	runFrame(b, d, keyA)
+	runFrame(b, d, keyB)
+	before := readStats(b, d)
+	workers := []*pinnedWorker{newPinnedWorker(b, 0), newPinnedWorker(b, 1)}
+
+	job := func(p *ebpf.Program, f []byte) pinnedJob { return pinnedJob{p, f, repeat} }
+	cases := []*multiCase{
+		{name: "empty-1cpu", what: "empty program, one CPU (0 and 1 alternately)", jobs: []pinnedJob{job(empty, keyA)}},
+		{name: "empty-2cpu", what: "empty program, both CPUs", jobs: []pinnedJob{job(empty, keyA), job(empty, keyA)}},
+		{name: "hit-1cpu", what: "ours, hit, one CPU (0 and 1 alternately)", jobs: []pinnedJob{job(d.Program(), keyA)}},
+		{name: "same-key-2cpu", what: "ours, hit, both CPUs on one connection (one lock)", jobs: []pinnedJob{job(d.Program(), keyA), job(d.Program(), keyA)}},
+		{name: "disjoint-2cpu", what: "ours, hit, one connection per CPU", jobs: []pinnedJob{job(d.Program(), keyA), job(d.Program(), keyB)}},
+	}
+	start := time.Now()
+	for r := range *benchMCRounds {
+		for i := range cases {
+			c := cases[(i+r)%len(cases)]
+			// A 1-CPU case runs on CPU 0 in even rounds, CPU 1 in odd
+			// ones: the CPUs need not be equally loaded by the rest of
+			// the machine.
+			first := 0
+			if len(c.jobs) == 1 {
+				first = r % 2
+			}
+			for i, j := range c.jobs {
+				workers[first+i].jobs <- j
+			}
+			sample := make([]float64, len(c.jobs))
+			for i := range c.jobs {
+				res := <-workers[first+i].results
+				if res.err != nil {
+					b.Fatalf("%s on CPU %d: %v", c.name, first+i, res.err)
+				}
+				sample[i] = res.ns
+			}
+			c.samples = append(c.samples, sample)
+		}
+	}
+	elapsed := time.Since(start)
+	if st := readStats(b, d); st.NewConnections != before.NewConnections || st.OverflowPackets != 0 {
+		b.Fatalf("hit-path table changed: %+v, was %+v", st, before)
+	}
+
+	// For a 1-CPU case the CPU 0 column holds both CPUs' samples.
+
+	// Throughput of a round: the sum over CPUs of 1/ns; the ratio divides
+	// it by the 1-CPU case of the same round.
+	throughput := func(sample []float64) float64 {
+		var t float64
+		for _, ns := range sample {
+			t += 1 / ns
+		}
+		return t
+	}
+	baseline := map[string]string{"empty-2cpu": "empty-1cpu", "same-key-2cpu": "hit-1cpu", "disjoint-2cpu": "hit-1cpu"}
+	byName := map[string]*multiCase{}
+	for _, c := range cases {
+		byName[c.name] = c
+	}
+	fmt.Printf("\nBenchmarkMultiCore: BPF_PROG_TEST_RUN, %d runs per call and CPU, %d rounds, %s; %s\n",
+		repeat, *benchMCRounds, elapsed.Round(time.Second), benchMachine())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tCPU 0 ns/pkt min/med/max\tCPU 1 ns/pkt min/med/max\tthroughput 2/1 CPU: of medians\tper round min/med/max\t  what\t")
+	medians := func(c *multiCase) []float64 {
+		var m []float64
+		for cpu := range c.jobs {
+			var xs []float64
+			for _, s := range c.samples {
+				xs = append(xs, s[cpu])
+			}
+			m = append(m, summarize(xs).med)
+		}
+		return m
+	}
+	var report []func()
+	for _, c := range cases {
+		perCPU := make([]benchStat, len(c.jobs))
+		cols := []string{"-", "-"}
+		for cpu := range c.jobs {
+			var xs []float64
+			for _, s := range c.samples {
+				xs = append(xs, s[cpu])
+			}
+			perCPU[cpu] = summarize(xs)
+			cols[cpu] = fmt.Sprintf("%.0f / %.1f / %.0f", perCPU[cpu].min, perCPU[cpu].med, perCPU[cpu].max)
+		}
+		var ratio float64
+		ratioCol, roundsCol := "-", "-"
+		if base, ok := baseline[c.name]; ok {
+			ratio = throughput(medians(c)) / throughput(medians(byName[base]))
+			var xs []float64
+			for r, s := range c.samples {
+				xs = append(xs, throughput(s)/throughput(byName[base].samples[r]))
+			}
+			perRound := summarize(xs)
+			ratioCol = fmt.Sprintf("%.2fx", ratio)
+			roundsCol = fmt.Sprintf("%.2f / %.2f / %.2f", perRound.min, perRound.med, perRound.max)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t  %s\t\n", c.name, cols[0], cols[1], ratioCol, roundsCol, c.what)
+		report = append(report, func() {
+			b.Run(c.name, func(b *testing.B) {
+				b.ReportMetric(perCPU[0].med, "ns/op")
+				if len(perCPU) > 1 {
+					b.ReportMetric(perCPU[1].med, "cpu1-ns/op")
+					b.ReportMetric(ratio, "x-1cpu-throughput")
+				}
+			})
+		})
+	}
+	tw.Flush()
+	for _, f := range report {
+		f()
+	}
+}
+
+// vethFrames returns n 64-byte Ethernet/IPv4/UDP frames from the sender to
+// port 8080 of the receiver of a netnstest pair, one connection each
+// (source ports 50000 on), with a valid IPv4 header checksum.
+func vethFrames(n int) [][]byte {
+	frames := make([][]byte, n)
+	for i := range frames {
+		ip := ipv4{src: netnstest.SenderIPv4, dst: netnstest.ReceiverIPv4, proto: protoUDP}.packet(udp(uint16(50000+i), 8080, make([]byte, 22)))
+		var sum uint32
+		for j := 0; j < ipv4HdrLen; j += 2 {
+			sum += uint32(be.Uint16(ip[j:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		be.PutUint16(ip[10:], ^uint16(sum))
+		f := ether(etherTypeIPv4, ip)
+		copy(f[0:6], netnstest.ReceiverMAC)
+		copy(f[6:12], netnstest.SenderMAC)
+		frames[i] = f
+	}
+	return frames
+}
+
+// rxPackets reads the receive packet counter of iface in namespace ns.
+func rxPackets(ns, iface string) (uint64, error) {
+	out, err := netnstest.Run(ns, "cat", "/sys/class/net/"+iface+"/statistics/rx_packets")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+}
+
+// BenchmarkVethThroughput measures packets per second through a veth pair
+// end to end: one thread in the sender namespace writes 64-byte UDP frames
+// to an AF_PACKET socket on the sender veth as fast as it can for a fixed
+// time, and the receiver veth's rx_packets counter says how many arrived.
+// Cases: no XDP program, the empty program attached natively, ours
+// attached natively. With a program attached, veth receives in NAPI and
+// turns each skb into an XDP buffer, a cost of its own: the empty program
+// separates that from ours.
+func BenchmarkVethThroughput(b *testing.B) {
+	privtest.RequireRoot(b)
+	pair := netnstest.New(b)
+	d := datapathFor(b, benchOptions()) // closed before the pair is removed
+	empty := emptyProgram(b)
+	rcvIdx, err := netnstest.Ifindex(pair.Receiver, netnstest.ReceiverIface)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sndIdx, err := netnstest.Ifindex(pair.Sender, netnstest.SenderIface)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fd int
+	err = pair.Do(pair.Sender, func() error {
+		var err error
+		// Protocol 0: the socket sends only, it receives nothing.
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: sndIdx}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("AF_PACKET socket on %s: %v", netnstest.SenderIface, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+		b.Fatalf("PACKET_QDISC_BYPASS: %v", err)
+	}
+	frames := vethFrames(64)
+
+	// send writes frames for dur and returns how many were written and
+	// how many the receiver veth received meanwhile, and the time taken.
+	send := func(dur time.Duration) (sent, received uint64, elapsed time.Duration, err error) {
+		before, err := rxPackets(pair.Receiver, netnstest.ReceiverIface)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		start := time.Now()
+		for time.Since(start) < dur {
+			for _, f := range frames {
+				if _, err := unix.Write(fd, f); err == nil {
+					sent++
+				} else if err != unix.ENOBUFS && err != unix.EAGAIN {
+					return 0, 0, 0, fmt.Errorf("send: %w", err)
+				}
+			}
+		}
+		elapsed = time.Since(start)
+		after, err := rxPackets(pair.Receiver, netnstest.ReceiverIface)
+		return sent, after - before, elapsed, err
+	}
+	counted := func() (uint64, error) {
+		var tbl FlowTable
+		if err := d.ReadFlows(&tbl); err != nil {
+			return 0, err
+		}
+		var n uint64
+		for _, v := range tbl.Values {
+			n += v.Packets
+		}
+		return n, nil
+	}
+
+	type vethCase struct {
+		name, what     string
+		attach, detach func() error
+		pps            []float64
+		sent, received uint64
+	}
+	var emptyLink link.Link
+	cases := []*vethCase{
+		{name: "no-xdp", what: "no XDP program", attach: func() error { return nil }, detach: func() error { return nil }},
+		{name: "empty", what: "empty program, native mode", attach: func() error {
+			return pair.Do(pair.Receiver, func() error {
+				var err error
+				emptyLink, err = link.AttachXDP(link.XDPOptions{Program: empty, Interface: rcvIdx, Flags: link.XDPDriverMode})
+				return err
+			})
+		}, detach: func() error { return emptyLink.Close() }},
+		{name: "ours", what: "xdpflow, native mode", attach: func() error {
+			return pair.Do(pair.Receiver, func() error {
+				_, err := d.Attach(netnstest.ReceiverIface, AttachNative)
+				return err
+			})
+		}, detach: func() error { return d.Detach(netnstest.ReceiverIface) }},
+	}
+	ours := cases[2]
+	var oursCounted uint64
+	start := time.Now()
+	for r := range *benchVethN {
+		for i := range cases {
+			c := cases[(i+r)%len(cases)]
+			if err := c.attach(); err != nil {
+				b.Fatalf("%s: attach: %v", c.name, err)
+			}
+			before, err := counted()
+			if err != nil {
+				b.Fatal(err)
+			}
+			sent, received, elapsed, err := send(*benchVeth)
+			if err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+			if err := c.detach(); err != nil {
+				b.Fatalf("%s: detach: %v", c.name, err)
+			}
+			after, err := counted()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c == ours {
+				oursCounted += after - before
+			} else if after != before {
+				b.Fatalf("%s: the detached program counted %d packets", c.name, after-before)
+			}
+			c.pps = append(c.pps, float64(received)/elapsed.Seconds())
+			c.sent += sent
+			c.received += received
+		}
+	}
+	elapsed := time.Since(start)
+
+	stats := map[string]benchStat{}
+	for _, c := range cases {
+		stats[c.name] = summarize(c.pps)
+	}
+	fmt.Printf("\nBenchmarkVethThroughput: 64-byte UDP frames from one AF_PACKET sender thread, %s per case, %d rounds, %s; %s\n",
+		*benchVeth, *benchVethN, elapsed.Round(time.Second), benchMachine())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tkpps min\tkpps median\tkpps max\tns/pkt (median)\tmedian/no-xdp\tmedian/empty\treceived/sent\t  what\t")
+	for _, c := range cases {
+		s := stats[c.name]
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.2fx\t%.2fx\t%.4f\t  %s\t\n", c.name, s.min/1e3, s.med/1e3, s.max/1e3, 1e9/s.med,
+			s.med/stats["no-xdp"].med, s.med/stats["empty"].med, float64(c.received)/float64(c.sent), c.what)
+	}
+	tw.Flush()
+	// rx_packets also counts the odd packet of the namespaces' own (IPv6
+	// router or multicast listener messages): ours need not count those.
+	fmt.Printf("ours counted %d of the %d packets received (%d sent) with it attached\n", oursCounted, ours.received, ours.sent)
+	if oursCounted > ours.received || float64(oursCounted) < 0.99*float64(ours.received) {
+		b.Errorf("ours counted %d packets, the receiver veth received %d", oursCounted, ours.received)
+	}
+	for _, c := range cases {
+		s := stats[c.name]
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportMetric(s.med, "pps")
+			b.ReportMetric(1e9/s.med, "ns/op")
+			b.ReportMetric(s.med/stats["no-xdp"].med, "x-no-xdp")
+		})
+	}
+}
