@@ -1,14 +1,14 @@
 # xdpflowreceiver: build, test and run. Loading XDP programs needs root (or
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); targets that do say so.
 GO          ?= go
-GOBIN       := $(shell $(GO) env GOPATH)/bin
+GOBIN       := $(shell command -v $(GO) >/dev/null 2>&1 && $(GO) env GOPATH)/bin
 OCB_VERSION := v0.165.0
 OCB         := $(GOBIN)/builder
 DIST_DIR    := build/otelcol-xdpflow
 COLLECTOR   := $(DIST_DIR)/otelcol-xdpflow
 CONFIG      ?= examples/default.yaml
 
-.PHONY: all generate test collector run bench check-root
+.PHONY: all generate test collector run e2e bench check-root check-go
 
 all: test
 
@@ -19,7 +19,7 @@ generate:
 	cd internal/naivebench && $(GO) generate ./...
 
 ## test: vet and run every test (as root, the BPF and network-namespace tests run too)
-test:
+test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
@@ -27,13 +27,18 @@ $(OCB):
 	$(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION)
 
 ## collector: build the otelcol-xdpflow distribution with ocb into build/otelcol-xdpflow/
-collector: $(OCB)
+collector: check-go $(OCB)
 	mkdir -p $(DIST_DIR)
 	$(OCB) --config builder-config.yaml
 
 ## run: build the collector and run it on lo, port 8080, printing metrics (debug exporter)
 run: check-root collector
 	$(COLLECTOR) --config $(CONFIG)
+
+## e2e: build the collector, then run the end-to-end tests with it (as root; they need ip, ethtool,
+## tcpdump and prometheus), and validate the examples and deployment manifests with it
+e2e: collector
+	XDPFLOW_COLLECTOR=$(abspath $(COLLECTOR)) $(GO) test -count=1 -v -timeout 10m ./e2e/... ./examples/... ./deploy/...
 
 ## bench: run the benchmarks (as root)
 bench:
@@ -42,7 +47,19 @@ bench:
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then \
 		echo "xdpflow needs root to load and attach its XDP program: run 'sudo make run'."; \
-		echo "Without root, grant the collector CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON:"; \
-		echo "  sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(COLLECTOR) && $(COLLECTOR) --config $(CONFIG)"; \
+		echo "Without root, build the collector and grant it CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"; \
+		echo "(all three are needed: loading an XDP program needs CAP_BPF and CAP_NET_ADMIN, the verifier"; \
+		echo "accepts its packet parsing only with CAP_PERFMON; see docs/deploy.md):"; \
+		echo "  make collector && sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(COLLECTOR) && $(COLLECTOR) --config $(CONFIG)"; \
 		exit 1; \
 	fi
+
+# sudo resets PATH (secure_path), which hides a Go installed in /usr/local/go/bin.
+check-go:
+	@command -v $(GO) >/dev/null 2>&1 || { \
+		echo "'$(GO)' is not in PATH ($$PATH): install Go 1.24+ (https://go.dev/dl/)."; \
+		if [ -n "$$SUDO_USER" ]; then \
+			echo "sudo replaced your PATH with its secure_path; keep yours with:"; \
+			echo '  sudo env "PATH=$$PATH" make $(or $(MAKECMDGOALS),all)'; \
+		fi; \
+		exit 1; }

@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// point is one number data point of the debug exporter's detailed output.
+type point struct {
+	Metric    string
+	Attrs     map[string]string
+	Timestamp time.Time
+	Value     int64
+}
+
+var (
+	metricLine = regexp.MustCompile(`^Metric #\d+$`)
+	nameLine   = regexp.MustCompile(`^\s*-> Name: (.+)$`)
+	dpLine     = regexp.MustCompile(`^NumberDataPoints #\d+$`)
+	attrLine   = regexp.MustCompile(`^\s*-> ([^:]+): [A-Za-z]+\((.*)\)$`)
+	tsLine     = regexp.MustCompile(`^Timestamp: (.+)$`)
+	valueLine  = regexp.MustCompile(`^Value: (-?\d+)$`)
+)
+
+// debugTime is how the debug exporter prints timestamps (time.Time.String).
+const debugTime = "2006-01-02 15:04:05.999999999 -0700 MST"
+
+// parseDebug extracts the number data points from the debug exporter's
+// detailed text output (what `verbosity: detailed` prints). Lines it does
+// not know are skipped; a malformed timestamp or value is an error.
+func parseDebug(text string) ([]point, error) {
+	var pts []point
+	var metric string
+	var cur *point
+	inDescriptor := false
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), "\r")
+		switch {
+		case metricLine.MatchString(line):
+			metric, cur, inDescriptor = "", nil, true
+		case inDescriptor && nameLine.MatchString(line):
+			metric = nameLine.FindStringSubmatch(line)[1]
+		case dpLine.MatchString(line):
+			inDescriptor = false
+			cur = &point{Metric: metric, Attrs: map[string]string{}}
+		case cur != nil && attrLine.MatchString(line):
+			m := attrLine.FindStringSubmatch(line)
+			cur.Attrs[m[1]] = m[2]
+		case cur != nil && tsLine.MatchString(line):
+			ts, err := time.Parse(debugTime, tsLine.FindStringSubmatch(line)[1])
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			cur.Timestamp = ts
+		case cur != nil && valueLine.MatchString(line):
+			v, err := strconv.ParseInt(valueLine.FindStringSubmatch(line)[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			cur.Value = v
+			pts = append(pts, *cur)
+			cur = nil
+		}
+	}
+	return pts, sc.Err()
+}
+
+// flowMetrics are the latest values, by timestamp, of the receiver's
+// metrics in a sequence of data points.
+type flowMetrics struct {
+	// flows are xdpflow.packets and xdpflow.bytes per connection.
+	flows map[conn]counts
+	// overflow is xdpflow.overflow.packets; -1 if never seen.
+	overflow int64
+	// problems lists data points with unexpected attributes.
+	problems []string
+}
+
+// latestFlows reduces points to the latest value of every series of
+// xdpflow.packets and xdpflow.bytes, and of xdpflow.overflow.packets.
+// Every flow point must come from interface iface.
+func latestFlows(pts []point, iface string) flowMetrics {
+	type series struct {
+		metric string
+		c      conn
+	}
+	latest := map[series]point{}
+	fm := flowMetrics{flows: map[conn]counts{}, overflow: -1}
+	var overflowAt time.Time
+	for _, p := range pts {
+		switch p.Metric {
+		case "xdpflow.overflow.packets":
+			if !p.Timestamp.Before(overflowAt) {
+				fm.overflow, overflowAt = p.Value, p.Timestamp
+			}
+			continue
+		case "xdpflow.packets", "xdpflow.bytes":
+		default:
+			continue
+		}
+		c, err := connFromAttrs(p.Attrs, func(k string) string { return k })
+		if err == nil && p.Attrs["network.interface.name"] != iface {
+			err = fmt.Errorf("network.interface.name %q, want %q", p.Attrs["network.interface.name"], iface)
+		}
+		if err != nil {
+			fm.problems = append(fm.problems, fmt.Sprintf("%s %v: %v", p.Metric, p.Attrs, err))
+			continue
+		}
+		k := series{p.Metric, c}
+		if old, ok := latest[k]; !ok || !p.Timestamp.Before(old.Timestamp) {
+			latest[k] = p
+		}
+	}
+	for k, p := range latest {
+		v := fm.flows[k.c]
+		if k.metric == "xdpflow.packets" {
+			v.Packets = uint64(p.Value)
+		} else {
+			v.Bytes = uint64(p.Value)
+		}
+		fm.flows[k.c] = v
+	}
+	return fm
+}
+
+// connFromAttrs reads a connection from the receiver's attributes; name
+// maps an OTLP attribute name to the key it is stored under (Prometheus
+// labels replace dots with underscores). network.type must match the
+// address family.
+func connFromAttrs(attrs map[string]string, name func(string) string) (conn, error) {
+	var c conn
+	addr, err := netip.ParseAddr(attrs[name("source.address")])
+	if err != nil {
+		return c, fmt.Errorf("source.address: %w", err)
+	}
+	sport, err := strconv.ParseUint(attrs[name("source.port")], 10, 16)
+	if err != nil {
+		return c, fmt.Errorf("source.port: %w", err)
+	}
+	dport, err := strconv.ParseUint(attrs[name("destination.port")], 10, 16)
+	if err != nil {
+		return c, fmt.Errorf("destination.port: %w", err)
+	}
+	c = conn{Transport: attrs[name("network.transport")], Src: addr, SrcPort: uint16(sport), DstPort: uint16(dport)}
+	if c.Transport != "tcp" && c.Transport != "udp" {
+		return c, fmt.Errorf("network.transport %q", c.Transport)
+	}
+	if got := attrs[name("network.type")]; got != c.networkType() {
+		return c, fmt.Errorf("network.type %q for address %s", got, addr)
+	}
+	return c, nil
+}
+
+// TestParseDebug checks the parser on the debug exporter's output as
+// printed by otelcol-xdpflow (needs no privileges).
+func TestParseDebug(t *testing.T) {
+	const sample = `Metrics	{"resource metrics": 1, "metrics": 6, "data points": 6}
+ResourceMetrics #0
+Resource SchemaURL: 
+ScopeMetrics #0
+ScopeMetrics SchemaURL: 
+InstrumentationScope github.com/xdpflow/xdpflowreceiver 0.1.0
+Metric #0
+Descriptor:
+     -> Name: xdpflow.packets
+     -> Description: Packets received per connection.
+     -> Unit: {packet}
+     -> DataType: Sum
+     -> IsMonotonic: true
+     -> AggregationTemporality: Cumulative
+NumberDataPoints #0
+Data point attributes:
+     -> source.address: Str(198.51.100.1)
+     -> source.port: Int(40004)
+     -> destination.port: Int(8080)
+     -> network.transport: Str(udp)
+     -> network.type: Str(ipv4)
+     -> network.interface.name: Str(veth-rcv)
+StartTimestamp: 2026-11-28 20:36:25.137020406 +0000 UTC
+Timestamp: 2026-11-28 20:36:28.651346527 +0000 UTC
+Value: 6
+Metric #1
+Descriptor:
+     -> Name: xdpflow.bytes
+     -> Description: Bytes received per connection, whole frames from the Ethernet header on.
+     -> Unit: By
+     -> DataType: Sum
+     -> IsMonotonic: true
+     -> AggregationTemporality: Cumulative
+NumberDataPoints #0
+Data point attributes:
+     -> source.address: Str(198.51.100.1)
+     -> source.port: Int(40004)
+     -> destination.port: Int(8080)
+     -> network.transport: Str(udp)
+     -> network.type: Str(ipv4)
+     -> network.interface.name: Str(veth-rcv)
+StartTimestamp: 2026-11-28 20:36:25.137020406 +0000 UTC
+Timestamp: 2026-11-28 20:36:28.651346527 +0000 UTC
+Value: 600
+Metric #2
+Descriptor:
+     -> Name: xdpflow.overflow.packets
+     -> Description: Packets not attributed to a connection because the flow table was full.
+     -> Unit: {packet}
+     -> DataType: Sum
+     -> IsMonotonic: true
+     -> AggregationTemporality: Cumulative
+NumberDataPoints #0
+StartTimestamp: 2026-11-28 20:36:08.643308154 +0000 UTC
+Timestamp: 2026-11-28 20:36:28.651346527 +0000 UTC
+Value: 0
+Metric #0
+Descriptor:
+     -> Name: xdpflow.packets
+NumberDataPoints #0
+Data point attributes:
+     -> source.address: Str(198.51.100.1)
+     -> source.port: Int(40004)
+     -> destination.port: Int(8080)
+     -> network.transport: Str(udp)
+     -> network.type: Str(ipv4)
+     -> network.interface.name: Str(veth-rcv)
+StartTimestamp: 2026-11-28 20:36:25.137020406 +0000 UTC
+Timestamp: 2026-11-28 20:36:27.000000000 +0000 UTC
+Value: 5
+`
+	pts, err := parseDebug(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 4 {
+		t.Fatalf("parsed %d points, want 4: %+v", len(pts), pts)
+	}
+	if p := pts[1]; p.Metric != "xdpflow.bytes" || p.Value != 600 || p.Attrs["source.port"] != "40004" ||
+		p.Timestamp.UnixNano() != time.Date(2026, 11, 28, 20, 36, 28, 651346527, time.UTC).UnixNano() {
+		t.Errorf("point 1 = %+v", p)
+	}
+	fm := latestFlows(pts, "veth-rcv")
+	c := conn{Transport: "udp", Src: netip.MustParseAddr("198.51.100.1"), SrcPort: 40004, DstPort: 8080}
+	// The last point is older than the first: the latest by timestamp wins.
+	if got := fm.flows[c]; got != (counts{6, 600}) || len(fm.flows) != 1 {
+		t.Errorf("flows = %v, want %v: 6 packets 600 bytes", fm.flows, c)
+	}
+	if fm.overflow != 0 || len(fm.problems) != 0 {
+		t.Errorf("overflow %d, problems %v", fm.overflow, fm.problems)
+	}
+	if fm := latestFlows(pts, "eth0"); len(fm.problems) != 3 {
+		t.Errorf("points from another interface: problems %v, want 3", fm.problems)
+	}
+}

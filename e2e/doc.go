@@ -1,0 +1,21 @@
+// Package e2e holds the end-to-end tests of the otelcol-xdpflow
+// distribution: the collector binary that `make collector` builds runs
+// inside a network namespace of a two-namespace test network
+// (internal/netnstest), real UDP and TCP traffic crosses the veth pair, and
+// the counts that reach a second collector (over OTLP) or Prometheus (over
+// remote write) are compared with a tcpdump capture of the same traffic and
+// with the sender's own counts.
+//
+// Run them with `sudo make e2e`, which builds the collector and passes its
+// path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,
+// when XDPFLOW_COLLECTOR is unset (so `make test` does not run them twice)
+// or when the binary does not exist. With XDPFLOW_E2E_OUTPUT=1 they log the
+// output of every process they start, even when they pass. They need ip (iproute2), ethtool,
+// tcpdump and, for the remote-write test, Debian's prometheus package.
+//
+// Every process a test starts (collectors, Prometheus, tcpdump) is stopped
+// by its PID when the test ends, and is killed by the kernel if the test
+// binary dies first; the namespaces are removed by netnstest. Traffic only
+// flows inside the namespaces (198.51.100.0/24, fd00:db8::/64) and over
+// their loopback interfaces.
+package e2e

@@ -1,0 +1,469 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
+)
+
+const (
+	// sinkEndpoint is where collector B's OTLP/gRPC receiver listens,
+	// on loopback inside the receiver namespace.
+	sinkEndpoint = "127.0.0.1:14317"
+	// promAddr is where Prometheus listens, on loopback inside the
+	// receiver namespace.
+	promAddr = "127.0.0.1:19090"
+	// valuesTimeout bounds the wait for the final values to arrive.
+	valuesTimeout = 30 * time.Second
+)
+
+// agentOptions are the xdpflow receiver settings of collector A.
+type agentOptions struct {
+	collectionInterval  string
+	minSnapshotInterval string
+	connectionsPerEvent int
+}
+
+// agentConfig is collector A: the xdpflow receiver on the receiver veth,
+// in native mode, counting port 8080, then a batch processor and exporter,
+// the YAML of one exporter named exporterID.
+func agentConfig(o agentOptions, exporterID, exporter string) string {
+	return fmt.Sprintf(`receivers:
+  xdpflow:
+    interfaces: [%s]
+    attach_mode: native
+    ports: [%d]
+    collection_interval: %s
+    min_snapshot_interval: %s
+    new_connections_per_event: %d
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  %s
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [xdpflow]
+      processors: [batch]
+      exporters: [%s]
+`, netnstest.ReceiverIface, port, o.collectionInterval, o.minSnapshotInterval, o.connectionsPerEvent,
+		strings.ReplaceAll(strings.TrimSpace(exporter), "\n", "\n  "), exporterID)
+}
+
+// otlpExporter sends to collector B.
+const otlpExporter = `otlp_grpc:
+  endpoint: ` + sinkEndpoint + `
+  tls:
+    insecure: true`
+
+// sink is collector B: an OTLP receiver whose metrics the debug exporter
+// writes, in detailed verbosity, to a file the test reads.
+type sink struct {
+	proc *process
+	path string
+}
+
+func startSink(t *testing.T, bin, ns string) *sink {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sink-debug.txt")
+	cfg := fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  debug:
+    verbosity: detailed
+    use_internal_logger: false
+    output_paths: [%q]
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [debug]
+`, sinkEndpoint, path)
+	return &sink{proc: startCollector(t, bin, "B", ns, cfg), path: path}
+}
+
+// read parses everything B's debug exporter has written so far.
+func (s *sink) read() (flowMetrics, error) {
+	data, err := os.ReadFile(s.path)
+	if os.IsNotExist(err) {
+		return latestFlows(nil, netnstest.ReceiverIface), nil
+	}
+	if err != nil {
+		return flowMetrics{}, err
+	}
+	pts, err := parseDebug(string(data))
+	if err != nil {
+		return flowMetrics{}, err
+	}
+	return latestFlows(pts, netnstest.ReceiverIface), nil
+}
+
+// requireNativeAttach checks that collector A attached in native mode, so
+// that packet counts are exact (generic mode counts after GRO).
+func requireNativeAttach(t *testing.T, agent *process) {
+	t.Helper()
+	out := agent.output.String()
+	if !strings.Contains(out, "XDP program attached") || !strings.Contains(out, `"attach_mode": "native"`) {
+		t.Fatalf("collector A did not log a native attachment:\n%s", out)
+	}
+}
+
+// captureAndSend captures the receiver veth's inbound packets to port 8080
+// while sendTraffic runs, then checks the capture against the sender:
+// exactly the connections sent, UDP with the sender's counts.
+func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*traffic, map[conn]counts) {
+	t.Helper()
+	capture := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+	tr := sendTraffic(t, pair)
+	if afterTraffic != nil {
+		afterTraffic()
+	}
+	res, err := capture.Stop()
+	if err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	captured := captureCounts(t, res)
+	if got, want := sortedConns(captured), slices.SortedFunc(slices.Values(tr.conns), compareConns); !slices.Equal(got, want) {
+		t.Fatalf("capture holds connections %v, sent %v", got, want)
+	}
+	for c, sent := range tr.sent {
+		if captured[c] != sent {
+			t.Errorf("%s: sender counted %s, tcpdump %s", c, sent, captured[c])
+		}
+	}
+	for _, c := range tr.conns {
+		if c.Transport == "tcp" && (captured[c].Packets < 50 || captured[c].Bytes < 100<<10) {
+			t.Errorf("%s: capture holds only %s", c, captured[c])
+		}
+	}
+	return tr, captured
+}
+
+func compareConns(a, b conn) int { return strings.Compare(a.String(), b.String()) }
+
+// waitFlows reads the exported values until every connection of want has
+// its wanted counts (values only grow, so the final ones arrive last), or
+// until timeout, and returns the last values read.
+func waitFlows(t *testing.T, read func() (flowMetrics, error), want map[conn]counts, timeout time.Duration) flowMetrics {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		fm, err := read()
+		if err != nil {
+			t.Fatalf("reading exported values: %v", err)
+		}
+		done := true
+		for c, w := range want {
+			if fm.flows[c] != w {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			return fm
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// checkFlows compares the exported values with the capture: the same
+// connections, the same packets and bytes, nothing overflowed.
+func checkFlows(t *testing.T, what string, fm flowMetrics, captured map[conn]counts) {
+	t.Helper()
+	for _, p := range fm.problems {
+		t.Errorf("%s: unexpected data point: %s", what, p)
+	}
+	for c, w := range captured {
+		if got, ok := fm.flows[c]; !ok {
+			t.Errorf("%s: no values for %s (tcpdump: %s)", what, c, w)
+		} else if got != w {
+			t.Errorf("%s: %s: %s, tcpdump saw %s", what, c, got, w)
+		}
+	}
+	for c, got := range fm.flows {
+		if _, ok := captured[c]; !ok {
+			t.Errorf("%s: values for %s (%s), a connection that is not in the capture", what, c, got)
+		}
+	}
+	if fm.overflow != 0 {
+		t.Errorf("%s: xdpflow.overflow.packets = %d, want 0", what, fm.overflow)
+	}
+}
+
+// checkListeners checks that the only listening sockets in namespace ns
+// are on loopback, at the addresses allowed.
+func checkListeners(t *testing.T, ns string, allowed ...string) {
+	t.Helper()
+	out, err := netnstest.Run(ns, "ss", "-Hltun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if !slices.Contains(allowed, f[4]) {
+			t.Errorf("unexpected listening socket in %s: %s", ns, line)
+		}
+	}
+	t.Logf("listening sockets in the receiver namespace:\n%s", out)
+}
+
+// TestOTLPExport runs collector A (xdpflow -> OTLP/gRPC) and collector B
+// (OTLP receiver -> debug exporter) in the receiver namespace, sends UDP
+// and TCP over IPv4 and IPv6, and checks that B's final cumulative values
+// equal the capture, and for UDP the sender's counts.
+func TestOTLPExport(t *testing.T) {
+	bin := requireCollector(t)
+	pair := netnstest.New(t)
+	b := startSink(t, bin, pair.Receiver)
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
+		collectionInterval: "1s", minSnapshotInterval: "1s", connectionsPerEvent: 5,
+	}, "otlp_grpc", otlpExporter))
+	requireNativeAttach(t, a)
+	checkListeners(t, pair.Receiver, sinkEndpoint)
+
+	tr, captured := captureAndSend(t, pair, nil)
+	fm := waitFlows(t, b.read, captured, valuesTimeout)
+	checkFlows(t, "collector B", fm, captured)
+	t.Logf("final values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
+}
+
+// TestShutdownFlush checks that the snapshot taken at shutdown reaches
+// collector B: with a one-minute collection interval and no
+// new-connection snapshots, collector A exports nothing until it gets
+// SIGTERM right after the traffic.
+func TestShutdownFlush(t *testing.T) {
+	bin := requireCollector(t)
+	pair := netnstest.New(t)
+	b := startSink(t, bin, pair.Receiver)
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
+		collectionInterval: "1m", minSnapshotInterval: "1m", connectionsPerEvent: 1000,
+	}, "otlp_grpc", otlpExporter))
+	requireNativeAttach(t, a)
+
+	var before flowMetrics
+	var stopped time.Duration
+	tr, captured := captureAndSend(t, pair, func() {
+		var err error
+		if before, err = b.read(); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		if err := a.stop(); err != nil {
+			t.Fatalf("collector A: %v", err)
+		}
+		stopped = time.Since(began)
+	})
+	if len(before.flows) != 0 {
+		t.Fatalf("collector B had values before the shutdown: %v", before.flows)
+	}
+	if out := a.output.String(); !strings.Contains(out, "Shutdown complete.") {
+		t.Errorf("collector A did not log a complete shutdown:\n%s", out)
+	}
+	t.Logf("collector A exited %v after SIGTERM", stopped.Round(time.Millisecond))
+	fm := waitFlows(t, b.read, captured, 10*time.Second)
+	checkFlows(t, "collector B", fm, captured)
+	t.Logf("final values, sent by the shutdown snapshot only:\n%s",
+		table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
+}
+
+// TestPrometheusRemoteWrite runs Prometheus with its remote-write receiver
+// and collector A (xdpflow -> prometheus_remote_write) in the receiver
+// namespace, sends traffic, and checks the latest values of the
+// per-connection series Prometheus answers queries with.
+func TestPrometheusRemoteWrite(t *testing.T) {
+	bin := requireCollector(t)
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("the remote-write test needs Prometheus: apt-get install prometheus (%v)", err)
+	}
+	pair := netnstest.New(t)
+	prom := startPrometheus(t, promBin, pair.Receiver)
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
+		collectionInterval: "1s", minSnapshotInterval: "1s", connectionsPerEvent: 5,
+	}, "prometheus_remote_write", `prometheus_remote_write:
+  http:
+    endpoint: http://`+promAddr+`/api/v1/write`))
+	requireNativeAttach(t, a)
+	checkListeners(t, pair.Receiver, promAddr)
+
+	tr, captured := captureAndSend(t, pair, nil)
+	fm := waitFlows(t, prom.flows, captured, valuesTimeout)
+	checkFlows(t, "Prometheus", fm, captured)
+	names, err := prom.query(`count by (__name__) ({__name__=~"xdpflow.*"})`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range names {
+		got = append(got, r.Metric["__name__"])
+	}
+	slices.Sort(got)
+	t.Logf("series names in Prometheus: %v", got)
+	for _, n := range []string{"xdpflow_packets_total", "xdpflow_bytes_total"} {
+		if !slices.Contains(got, n) {
+			t.Errorf("Prometheus has no series %s", n)
+		}
+	}
+	t.Logf("latest values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "Prometheus"}, tr.sent, captured, fm.flows))
+}
+
+// prometheus is a running Prometheus server in a namespace.
+type prometheus struct {
+	proc   *process
+	client *http.Client
+}
+
+// startPrometheus runs Prometheus in namespace ns, listening on promAddr
+// only, with remote write enabled, no scrape targets and its storage in a
+// temporary directory, and returns once it is ready.
+func startPrometheus(t *testing.T, bin, ns string) *prometheus {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &prometheus{client: nsHTTPClient(ns)}
+	p.proc = startProcess(t, "prometheus", ns, bin,
+		"--config.file="+cfg,
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+promAddr,
+		"--web.enable-remote-write-receiver",
+	)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		resp, err := p.client.Get("http://" + promAddr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		select {
+		case <-p.proc.exited:
+			t.Fatalf("prometheus exited (%v) before it was ready:\n%s", p.proc.err, p.proc.output.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prometheus not ready after %v (last error %v):\n%s", readyTimeout, err, p.proc.output.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sample is one element of an instant vector in a query response.
+type sample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"` // [unix time, "value"]
+}
+
+// query runs an instant query and returns its vector.
+func (p *prometheus) query(q string) ([]sample, error) {
+	resp, err := p.client.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string   `json:"resultType"`
+			Result     []sample `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("query %s: %w: %s", q, err, body)
+	}
+	if r.Status != "success" || r.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("query %s: status %s, result type %s: %s", q, r.Status, r.Data.ResultType, r.Error)
+	}
+	return r.Data.Result, nil
+}
+
+// flows queries the latest value of every per-connection series and of
+// the overflow counter.
+func (p *prometheus) flows() (flowMetrics, error) {
+	fm := flowMetrics{flows: map[conn]counts{}, overflow: -1}
+	label := func(k string) string { return strings.ReplaceAll(k, ".", "_") }
+	for _, name := range []string{"xdpflow_packets_total", "xdpflow_bytes_total"} {
+		res, err := p.query(name)
+		if err != nil {
+			return fm, err
+		}
+		for _, s := range res {
+			c, err := connFromAttrs(s.Metric, label)
+			if err == nil && s.Metric["network_interface_name"] != netnstest.ReceiverIface {
+				err = fmt.Errorf("network_interface_name %q", s.Metric["network_interface_name"])
+			}
+			var v uint64
+			if err == nil {
+				v, err = sampleValue(s)
+			}
+			if err != nil {
+				fm.problems = append(fm.problems, fmt.Sprintf("%s%v: %v", name, s.Metric, err))
+				continue
+			}
+			x := fm.flows[c]
+			if name == "xdpflow_packets_total" {
+				x.Packets = v
+			} else {
+				x.Bytes = v
+			}
+			fm.flows[c] = x
+		}
+	}
+	res, err := p.query("xdpflow_overflow_packets_total")
+	if err != nil {
+		return fm, err
+	}
+	if len(res) == 1 {
+		v, err := sampleValue(res[0])
+		if err != nil {
+			return fm, err
+		}
+		fm.overflow = int64(v)
+	} else if len(res) > 1 {
+		fm.problems = append(fm.problems, fmt.Sprintf("%d overflow series: %v", len(res), res))
+	}
+	return fm, nil
+}
+
+func sampleValue(s sample) (uint64, error) {
+	str, ok := s.Value[1].(string)
+	if !ok {
+		return 0, fmt.Errorf("value %v is not a string", s.Value[1])
+	}
+	var v uint64
+	if _, err := fmt.Sscan(str, &v); err != nil {
+		return 0, fmt.Errorf("value %q: %w", str, err)
+	}
+	return v, nil
+}
