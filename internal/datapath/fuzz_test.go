@@ -1,0 +1,330 @@
+package datapath
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
+	"golang.org/x/sys/unix"
+)
+
+// fuzzMaxFrame is the longest input FuzzParser runs. BPF_PROG_TEST_RUN
+// puts at most PAGE_SIZE - XDP_PACKET_HEADROOM - sizeof(skb_shared_info)
+// bytes (3520 on x86-64 with 4 KiB pages and 17 fragments) in the linear
+// buffer and the rest in fragments, which a program loaded without
+// xdp.frags never sees on a real interface (its driver, or generic XDP,
+// gives it linear frames only) and whose bytes it does not count. 2048
+// stays linear whatever the kernel's fragment limit, and holds every
+// standard Ethernet frame with two VLAN tags.
+const fuzzMaxFrame = 2048
+
+// fuzzOptions count every destination port of both transports, so the
+// only thing deciding whether a frame is counted is the parser. Triggers
+// are rare: the fuzzer makes millions of new connections.
+func fuzzOptions() Options {
+	return Options{
+		Protocols:              []Protocol{TCP, UDP},
+		NewConnectionsPerEvent: 1 << 20,
+		MaxConnections:         64,
+	}
+}
+
+// FuzzParser runs the program on arbitrary frames with BPF_PROG_TEST_RUN
+// and checks it against refParse, a Go parser written from the rules in
+// the README and the parse comments, not from the C code: the program
+// must always return XDP_PASS, and the flow table must afterwards hold
+// nothing when refParse says the frame is not counted, else exactly
+// refParse's key with one packet of len(frame) bytes.
+//
+// One datapath serves every input: the table is empty before each run,
+// and the key a run inserted is evicted after it. Inputs shorter than an
+// Ethernet header are rejected by the kernel (EINVAL) before the program
+// runs; they must not count anything either.
+//
+// As a plain test it runs the seed corpus: every frame of the table tests
+// (TestRunFrames, TestRunTruncatedFrames with every prefix) and a few
+// more. `make fuzz` fuzzes it.
+func FuzzParser(f *testing.F) {
+	privtest.RequireRoot(f)
+	for _, frame := range fuzzSeeds() {
+		f.Add(frame)
+	}
+	d := loadDatapath(f, fuzzOptions())
+	ifindex := fuzzLoopbackIndex(f)
+	prog := d.Program()
+	var tbl, evicted FlowTable
+
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if len(frame) > fuzzMaxFrame {
+			t.Skipf("%d-byte frame is longer than %d (see fuzzMaxFrame)", len(frame), fuzzMaxFrame)
+		}
+		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
+		switch {
+		case len(frame) < ethHdrLen && errors.Is(err, unix.EINVAL):
+			// Rejected by the kernel before the program ran.
+		case err != nil:
+			t.Fatalf("run program on %d-byte frame %x: %v", len(frame), frame, err)
+		case ret != xdpPass:
+			t.Fatalf("program returned %d on %d-byte frame %x, want XDP_PASS (%d)", ret, len(frame), frame, xdpPass)
+		}
+
+		if err := d.ReadFlows(&tbl); err != nil {
+			t.Fatalf("ReadFlows: %v", err)
+		}
+		want, counted := refParse(frame)
+		want.Ifindex = ifindex
+		// Leave the table empty for the next input, whatever happens.
+		if err := d.Evict(tbl.Keys, &evicted); err != nil {
+			t.Fatalf("Evict: %v", err)
+		}
+		evicted.Reset()
+
+		if !counted {
+			if tbl.Len() != 0 {
+				t.Fatalf("frame %x counted in %+v = %+v; the reference parser counts nothing", frame, tbl.Keys, tbl.Values)
+			}
+			return
+		}
+		if tbl.Len() != 1 || tbl.Keys[0] != want {
+			t.Fatalf("frame %x counted in %+v; the reference parser counts it in %+v", frame, tbl.Keys, want)
+		}
+		if v := tbl.Values[0]; v.Packets != 1 || v.Bytes != uint64(len(frame)) {
+			t.Fatalf("frame %x: %d packets, %d bytes; want 1 packet of %d bytes", frame, v.Packets, v.Bytes, len(frame))
+		}
+	})
+}
+
+// fuzzLoopbackIndex is lo's ifindex, what the program sees as
+// ctx->ingress_ifindex under BPF_PROG_TEST_RUN (see loopbackIndex).
+func fuzzLoopbackIndex(tb testing.TB) uint32 {
+	tb.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		tb.Fatalf("find lo: %v", err)
+	}
+	return uint32(lo.Index)
+}
+
+// fuzzSeeds returns the seed corpus.
+func fuzzSeeds() [][]byte {
+	var seeds [][]byte
+	for _, tc := range runCases() {
+		seeds = append(seeds, tc.frame)
+	}
+	// The frames of TestRunTruncatedFrames, with every prefix.
+	q := vlan{etherTypeVLAN, 7}
+	ad := vlan{etherTypeQinQ, 8}
+	for _, frame := range [][]byte{
+		frame4(ipv4{proto: protoTCP}, sport, dport),
+		frame4(ipv4{proto: protoUDP}, sport, dport),
+		frame4(ipv4{proto: protoTCP, optWords: 10}, sport, dport),
+		frame4(ipv4{proto: protoTCP}, sport, dport, q),
+		frame4(ipv4{proto: protoUDP}, sport, dport, ad, q),
+		ether(etherTypeIPv4, ipv4{src: addr(src4), dst: addr(dstV4), proto: protoTCP, fragOffset: 3}.packet(make([]byte, 32))),
+		frame6(protoTCP, sport, dport),
+		frame6(protoUDP, sport, dport, optsExt(protoHopByHop, 0), optsExt(protoDstOpts, 1)),
+		frame6(protoTCP, sport, dport, optsExt(protoHopByHop, 1), optsExt(protoRouting, 0), ahExt(4), fragExt(0, true)),
+		ether(etherTypeIPv6, ipv6{src: addr(src6), dst: addr(dstV6), ext: []ipv6Ext{optsExt(protoHopByHop, 0), fragExt(9, false)}, proto: protoUDP}.packet(make([]byte, 32))),
+	} {
+		for n := 0; n <= len(frame); n++ {
+			seeds = append(seeds, frame[:n])
+		}
+	}
+	// A few more: a full-size frame, the first bytes that are not a
+	// fragment offset, fragments of other transports, extension headers
+	// after a non-first fragment, a long extension header, and
+	// AH-only chains at the limit.
+	seeds = append(seeds,
+		tcp4Frame(src4, sport, dport, 1460),
+		ether(etherTypeIPv4, ipv4{src: addr(src4), dst: addr(dstV4), proto: protoUDP, moreFragments: true}.packet(udp(1, 2, nil))),
+		ether(etherTypeIPv6, ipv6{src: addr(src6), dst: addr(dstV6), ext: []ipv6Ext{fragExt(1, true)}, proto: protoICMPv6}.packet(make([]byte, 8))),
+		ether(etherTypeIPv6, ipv6{src: addr(src6), dst: addr(dstV6), ext: []ipv6Ext{fragExt(1, true), optsExt(protoDstOpts, 0)}, proto: protoTCP}.packet(make([]byte, 8))),
+		frame6(protoUDP, sport, dport, optsExt(protoHopByHop, 200)),
+		frame6(protoTCP, sport, dport, ahExt(0), ahExt(1), ahExt(2), ahExt(3), ahExt(4), ahExt(5), ahExt(6), ahExt(7)),
+		frame6(protoTCP, sport, dport, ahExt(0), ahExt(1), ahExt(2), ahExt(3), ahExt(4), ahExt(5), ahExt(6), ahExt(7), ahExt(8)),
+		ether(etherTypeVLAN, nil),
+		make([]byte, ethHdrLen),
+		make([]byte, ethHdrLen-1),
+		nil,
+	)
+	return seeds
+}
+
+// refParse is the reference parser: the key a frame is counted in when
+// every destination port and both transports are counted, without the
+// ifindex, and whether it is counted at all. It follows the documented
+// rules:
+//
+//   - Ethernet II, then at most two VLAN tags (TPID 0x8100 or 0x88a8,
+//     in any order); a third tag is not parsed, so the frame is not IP.
+//   - IPv4: version 4, IHL at least 5, the whole header (options too) in
+//     the frame; TCP or UDP. A non-first fragment (offset not 0) is
+//     counted with ports 0/0. Otherwise the fixed transport header must
+//     follow the IP header: 20 bytes for TCP, 8 for UDP.
+//   - IPv6: version 6, the 40-byte header, then at most 8 extension
+//     headers (hop-by-hop, routing, destination options: (len+1)*8
+//     bytes; AH: (len+2)*4 bytes; fragment: 8 bytes), each whole in the
+//     frame, before TCP or UDP. A fragment header with a non-zero offset
+//     ends the walk: the fragment is counted with ports 0/0 if its next
+//     header is TCP or UDP.
+//   - The source address is stored IPv4-mapped for IPv4; ports are in
+//     host order; the family is 4 or 6.
+//
+// Length fields inside the headers (IPv4 total length, IPv6 payload
+// length, UDP length) are not checked: the frame as received is counted.
+func refParse(frame []byte) (FlowKey, bool) {
+	const (
+		ethLen        = 14
+		tpid8021Q     = 0x8100
+		tpid8021AD    = 0x88a8
+		etherIPv4     = 0x0800
+		etherIPv6     = 0x86dd
+		maxVLANTags   = 2
+		maxExtHeaders = 8
+	)
+	if len(frame) < ethLen {
+		return FlowKey{}, false
+	}
+	etherType := uint16(frame[12])<<8 | uint16(frame[13])
+	pos := ethLen
+	for range maxVLANTags {
+		if etherType != tpid8021Q && etherType != tpid8021AD {
+			break
+		}
+		if len(frame) < pos+4 {
+			return FlowKey{}, false
+		}
+		etherType = uint16(frame[pos+2])<<8 | uint16(frame[pos+3])
+		pos += 4
+	}
+	l3 := frame[pos:]
+	var k FlowKey
+	switch etherType {
+	case etherIPv4:
+		if len(l3) < 20 || l3[0]>>4 != 4 {
+			return FlowKey{}, false
+		}
+		ihl := int(l3[0] & 0x0f)
+		if ihl < 5 || len(l3) < 4*ihl {
+			return FlowKey{}, false
+		}
+		proto := l3[9]
+		if proto != 6 && proto != 17 {
+			return FlowKey{}, false
+		}
+		k.Family = FamilyIPv4
+		k.Proto = Protocol(proto)
+		k.SrcAddr = netip.AddrFrom4([4]byte(l3[12:16])).As16()
+		fragOffset := (uint16(l3[6])<<8 | uint16(l3[7])) & 0x1fff
+		if fragOffset != 0 {
+			return k, true
+		}
+		return refPorts(k, l3[4*ihl:])
+	case etherIPv6:
+		if len(l3) < 40 || l3[0]>>4 != 6 {
+			return FlowKey{}, false
+		}
+		k.Family = FamilyIPv6
+		k.SrcAddr = [16]byte(l3[8:24])
+		next := l3[6]
+		rest := l3[40:]
+		for range maxExtHeaders + 1 {
+			var hdrLen int
+			switch next {
+			case 6, 17:
+				k.Proto = Protocol(next)
+				return refPorts(k, rest)
+			case 0, 43, 60: // hop-by-hop, routing, destination options
+				if len(rest) < 2 {
+					return FlowKey{}, false
+				}
+				hdrLen = (int(rest[1]) + 1) * 8
+			case 51: // AH
+				if len(rest) < 2 {
+					return FlowKey{}, false
+				}
+				hdrLen = (int(rest[1]) + 2) * 4
+			case 44: // fragment
+				hdrLen = 8
+				if len(rest) < hdrLen {
+					return FlowKey{}, false
+				}
+				if offset := (uint16(rest[2])<<8 | uint16(rest[3])) >> 3; offset != 0 {
+					if rest[0] != 6 && rest[0] != 17 {
+						return FlowKey{}, false
+					}
+					k.Proto = Protocol(rest[0])
+					return k, true
+				}
+			default:
+				return FlowKey{}, false
+			}
+			if len(rest) < hdrLen {
+				return FlowKey{}, false
+			}
+			next = rest[0]
+			rest = rest[hdrLen:]
+		}
+		return FlowKey{}, false // more than maxExtHeaders
+	}
+	return FlowKey{}, false
+}
+
+// refPorts completes k with the ports of the TCP or UDP header at the
+// start of l4, which must be whole.
+func refPorts(k FlowKey, l4 []byte) (FlowKey, bool) {
+	need := 8
+	if k.Proto == TCP {
+		need = 20
+	}
+	if len(l4) < need {
+		return FlowKey{}, false
+	}
+	k.SrcPort = uint16(l4[0])<<8 | uint16(l4[1])
+	k.DstPort = uint16(l4[2])<<8 | uint16(l4[3])
+	return k, true
+}
+
+// TestRefParse checks the reference parser itself on the table cases
+// that count every port: a reference that agreed with a broken program
+// because it had the same bug would make FuzzParser useless.
+func TestRefParse(t *testing.T) {
+	for _, tc := range runCases() {
+		if len(tc.opts.Ports) != 0 || len(tc.opts.Protocols) == 1 {
+			continue // filtered: the reference counts every port and both transports
+		}
+		got, ok := refParse(tc.frame)
+		if tc.want == nil {
+			if ok {
+				t.Errorf("%s: reference counts it in %+v, want not counted", tc.name, got)
+			}
+			continue
+		}
+		if !ok || got != tc.want.key {
+			t.Errorf("%s: reference says %+v (counted %v), want %+v", tc.name, got, ok, tc.want.key)
+		}
+	}
+	// Frames whose port filter is the only reason they are not counted
+	// in the table are counted with every port.
+	if k, ok := refParse(frame4(ipv4{proto: protoTCP}, sport, 8081)); !ok || k != wantKey(src4, protoTCP, sport, 8081) {
+		t.Errorf("ipv4 tcp to 8081: %+v (counted %v)", k, ok)
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"13 bytes", make([]byte, 13)},
+		{"three vlan tags", frame4(ipv4{proto: protoTCP}, sport, dport, vlan{etherTypeQinQ, 1}, vlan{etherTypeVLAN, 2}, vlan{etherTypeVLAN, 3})},
+		{"tcp header 19 bytes", frame4(ipv4{proto: protoTCP}, sport, dport)[:ethHdrLen+ipv4HdrLen+tcpHdrLen-1]},
+		{"udp header 7 bytes", frame4(ipv4{proto: protoUDP}, sport, dport)[:ethHdrLen+ipv4HdrLen+udpHdrLen-1]},
+		{"9 extension headers", frame6(protoTCP, sport, dport, dstOptsChain(9)...)},
+		{"ipv6 non-first fragment of icmpv6", ether(etherTypeIPv6, ipv6{src: addr(src6), dst: addr(dstV6), ext: []ipv6Ext{fragExt(1, true)}, proto: protoICMPv6}.packet(make([]byte, 8)))},
+	} {
+		if k, ok := refParse(tc.frame); ok {
+			t.Errorf("%s: reference counts it in %+v, want not counted", tc.name, k)
+		}
+	}
+}
