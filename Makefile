@@ -7,8 +7,9 @@ OCB         := $(GOBIN)/builder
 DIST_DIR    := build/otelcol-xdpflow
 COLLECTOR   := $(DIST_DIR)/otelcol-xdpflow
 CONFIG      ?= examples/default.yaml
+FUZZTIME    ?= 30s
 
-.PHONY: all generate test collector run e2e bench check-root check-go
+.PHONY: all generate test collector run e2e bench fuzz check-root check-go
 
 all: test
 
@@ -43,6 +44,10 @@ e2e: collector
 ## bench: run the benchmarks (as root)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: fuzz the XDP program's parser against a Go reference parser for FUZZTIME (as root)
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./internal/datapath/
 
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then \
