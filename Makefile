@@ -41,9 +41,13 @@ run: check-root collector
 e2e: collector
 	XDPFLOW_COLLECTOR=$(abspath $(COLLECTOR)) $(GO) test -count=1 -v -timeout 10m ./e2e/... ./examples/... ./deploy/...
 
-## bench: run the benchmarks (as root)
+## bench: run the benchmarks (as root; BENCHMARKS.md has the figures): the
+## datapath's per-packet benchmarks (~2 minutes; each runs its own rounds,
+## hence -benchtime=1x, and prints a table), then every other package's
+BENCH_DATAPATH := PacketCost|MultiCore|VethThroughput
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench '$(BENCH_DATAPATH)' -benchtime=1x ./internal/datapath/
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/internal/datapath$$')
 
 ## fuzz: fuzz the XDP program's parser against a Go reference parser for FUZZTIME (as root)
 fuzz:
