@@ -58,7 +58,7 @@ const (
 // whole tick lengths: it lags the precise clock by up to about two ticks
 // (measured here: 2-7.4 ms at HZ=250), more when a tick is late (a VM's
 // vCPU descheduled), so allow three ticks.
-var ritCoarseLag = 3 * datapath.Resolution()
+var ritCoarseLag = datapath.MaxLag()
 
 // ritModes are the attach modes every test runs in; veth supports both.
 var ritModes = []string{"native", "generic"}

@@ -53,9 +53,9 @@ func TestEvict(t *testing.T) {
 		t.Fatalf("flows after eviction %+v, want only %+v", after, c)
 	}
 
-	// A packet of an evicted connection is a new connection. Wait past one
-	// tick of the coarse clock so its first-seen time must be later.
-	time.Sleep(2 * Resolution())
+	// A packet of an evicted connection is a new connection. Wait until the
+	// coarse clock has surely moved on, so its first-seen time is later.
+	time.Sleep(MaxLag())
 	runFrame(t, d, keyFrame(0))
 	v, ok := readFlows(t, d)[a]
 	if !ok || v.Packets != 1 || v.Bytes != uint64(len(keyFrame(0))) {
