@@ -187,9 +187,15 @@ func waitFlows(t *testing.T, read func() (flowMetrics, error), want map[conn]cou
 }
 
 // checkFlows compares the exported values with the capture: the same
-// connections, the same packets and bytes, nothing overflowed.
-func checkFlows(t *testing.T, what string, fm flowMetrics, captured map[conn]counts) {
+// connections, the same packets and bytes, nothing overflowed; and, where
+// the sender knows its counts (UDP), with those too.
+func checkFlows(t *testing.T, what string, fm flowMetrics, captured, sent map[conn]counts) {
 	t.Helper()
+	for c, w := range sent {
+		if got := fm.flows[c]; got != w {
+			t.Errorf("%s: %s: %s, the sender sent %s", what, c, got, w)
+		}
+	}
 	for _, p := range fm.problems {
 		t.Errorf("%s: unexpected data point: %s", what, p)
 	}
@@ -246,7 +252,7 @@ func TestOTLPExport(t *testing.T) {
 
 	tr, captured := captureAndSend(t, pair, nil)
 	fm := waitFlows(t, b.read, captured, valuesTimeout)
-	checkFlows(t, "collector B", fm, captured)
+	checkFlows(t, "collector B", fm, captured, tr.sent)
 	t.Logf("final values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
 }
 
@@ -284,7 +290,7 @@ func TestShutdownFlush(t *testing.T) {
 	}
 	t.Logf("collector A exited %v after SIGTERM", stopped.Round(time.Millisecond))
 	fm := waitFlows(t, b.read, captured, 10*time.Second)
-	checkFlows(t, "collector B", fm, captured)
+	checkFlows(t, "collector B", fm, captured, tr.sent)
 	t.Logf("final values, sent by the shutdown snapshot only:\n%s",
 		table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
 }
@@ -311,7 +317,7 @@ func TestPrometheusRemoteWrite(t *testing.T) {
 
 	tr, captured := captureAndSend(t, pair, nil)
 	fm := waitFlows(t, prom.flows, captured, valuesTimeout)
-	checkFlows(t, "Prometheus", fm, captured)
+	checkFlows(t, "Prometheus", fm, captured, tr.sent)
 	names, err := prom.query(`count by (__name__) ({__name__=~"xdpflow.*"})`)
 	if err != nil {
 		t.Fatal(err)
