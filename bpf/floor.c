@@ -11,6 +11,9 @@
  *                        lossless eviction);
  *   floor_lookup_lock    + bpf_spin_lock, two increments, unlock (no clock,
  *                        no dead flag, no key check);
+ *   floor_lookup_lock_clock  + the coarse clock and last_seen: xdpflow's
+ *                        hit path without the dead flag, the key check
+ *                        and the retry loop;
  *   floor_small_lookup   parse + lookup of a 12-byte IPv4-only key in a
  *                        table of its own: the cost of the key size. */
 
@@ -58,6 +61,27 @@ int floor_lookup_lock(struct xdp_md *ctx)
 			bpf_spin_lock(&v->lock);
 			v->counters.packets++;
 			v->counters.bytes += len;
+			bpf_spin_unlock(&v->lock);
+		}
+	}
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int floor_lookup_lock_clock(struct xdp_md *ctx)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (parse(ctx, &key) == 0) {
+		key.ifindex = ctx->ingress_ifindex;
+		__u64 now = bpf_ktime_get_coarse_ns();
+		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+		if (v) {
+			__u64 len = ctx->data_end - ctx->data;
+			bpf_spin_lock(&v->lock);
+			v->counters.packets++;
+			v->counters.bytes += len;
+			v->counters.last_seen_ns = now;
 			bpf_spin_unlock(&v->lock);
 		}
 	}

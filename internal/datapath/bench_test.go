@@ -363,6 +363,24 @@ func BenchmarkPacketCost(b *testing.B) {
 		}
 		return ns, nil
 	}
+	// The same without trigger events: the ring buffer's share.
+	insertNoEvents := func() (float64, error) {
+		opts := benchOptions()
+		opts.NewConnectionsPerEvent = 1 << 31
+		d, err := Load(opts)
+		if err != nil {
+			return 0, err
+		}
+		defer d.Close()
+		ns, err := step.run(d.Program(), benchFrameInsert(), inserts)
+		if err != nil {
+			return 0, err
+		}
+		if st, err := d.Stats(); err != nil || st.NewConnections != uint64(inserts) || st.Events != 0 {
+			return 0, fmt.Errorf("after %d inserts: %+v, %v", inserts, st, err)
+		}
+		return ns, nil
+	}
 	insertNaive := func() (float64, error) {
 		n, closeN := loadNaive(b)
 		defer closeN()
@@ -383,6 +401,7 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "hit-ipv6", what: "ours, existing connection, IPv6 TCP", run: bench(d.Program(), benchFrameV6())},
 		{name: "hit-vlan", what: "ours, existing connection, 802.1Q IPv4 TCP", run: bench(d.Program(), benchFrameVLAN())},
 		{name: "insert", what: fmt.Sprintf("ours, new connection (%d per fresh table, stepper subtracted)", inserts), run: insertOurs},
+		{name: "insert-no-events", what: "the same, trigger events off (N = 2^31)", run: insertNoEvents},
 		{name: "overflow", what: "ours, new connection, table full (65536)", run: bench(full.Program(), benchFrameOverflow())},
 		{name: "naive-hit", what: "naive design, existing connection", run: bench(naive.Program(), benchFrameV4())},
 		{name: "naive-insert", what: "naive design, new connection (stepper subtracted)", run: insertNaive},
@@ -390,6 +409,7 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "floor-lookup", what: "parse + hash lookup of our key", run: bench(floor.Lookup, benchFrameV4())},
 		{name: "floor-atomic", what: "parse + lookup + 2 atomic adds", run: bench(floor.LookupAtomic, benchFrameV4())},
 		{name: "floor-lock", what: "parse + lookup + spin lock + 2 adds", run: bench(floor.LookupLock, benchFrameV4())},
+		{name: "floor-lock-clock", what: "parse + lookup + lock + 2 adds + coarse clock", run: bench(floor.LookupLockClock, benchFrameV4())},
 		{name: "floor-small-key", what: "parse + hash lookup of a 12-byte IPv4 key", run: bench(floor.SmallLookup, benchFrameV4())},
 		{name: "stepper", what: "key stepper into the empty program (subtracted from inserts)", run: func() (float64, error) {
 			return step.run(empty, benchFrameInsert(), inserts)
@@ -417,7 +437,7 @@ func BenchmarkPacketCost(b *testing.B) {
 	// Inserts are reported net of the stepper: sample - (stepper - empty),
 	// using the medians of the stepper and the empty program.
 	stepCost := stats["stepper"].med - stats["empty"].med
-	for _, name := range []string{"insert", "naive-insert"} {
+	for _, name := range []string{"insert", "insert-no-events", "naive-insert"} {
 		s := stats[name]
 		stats[name] = benchStat{min: s.min - stepCost, med: s.med - stepCost, max: s.max - stepCost}
 	}

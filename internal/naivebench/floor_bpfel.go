@@ -56,25 +56,26 @@ type floorSmallKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	floorMapEvents             = "events"
-	floorMapFlows              = "flows"
-	floorMapSmallFlows         = "small_flows"
-	floorMapStats              = "stats"
-	floorProgFloorLookup       = "floor_lookup"
-	floorProgFloorLookupAtomic = "floor_lookup_atomic"
-	floorProgFloorLookupLock   = "floor_lookup_lock"
-	floorProgFloorSmallLookup  = "floor_small_lookup"
-	floorProgXdpflow           = "xdpflow"
-	floorProgXdpflowEvict      = "xdpflow_evict"
-	floorVarAllPorts           = "all_ports"
-	floorVarCountTcp           = "count_tcp"
-	floorVarCountUdp           = "count_udp"
-	floorVarNewConnections     = "new_connections"
-	floorVarNewConnsPerEvent   = "new_conns_per_event"
-	floorVarPortBitmap         = "port_bitmap"
-	floorVarUnusedEvictMsg     = "unused_evict_msg"
-	floorVarUnusedStat         = "unused_stat"
-	floorVarUnusedTriggerEvent = "unused_trigger_event"
+	floorMapEvents                = "events"
+	floorMapFlows                 = "flows"
+	floorMapSmallFlows            = "small_flows"
+	floorMapStats                 = "stats"
+	floorProgFloorLookup          = "floor_lookup"
+	floorProgFloorLookupAtomic    = "floor_lookup_atomic"
+	floorProgFloorLookupLock      = "floor_lookup_lock"
+	floorProgFloorLookupLockClock = "floor_lookup_lock_clock"
+	floorProgFloorSmallLookup     = "floor_small_lookup"
+	floorProgXdpflow              = "xdpflow"
+	floorProgXdpflowEvict         = "xdpflow_evict"
+	floorVarAllPorts              = "all_ports"
+	floorVarCountTcp              = "count_tcp"
+	floorVarCountUdp              = "count_udp"
+	floorVarNewConnections        = "new_connections"
+	floorVarNewConnsPerEvent      = "new_conns_per_event"
+	floorVarPortBitmap            = "port_bitmap"
+	floorVarUnusedEvictMsg        = "unused_evict_msg"
+	floorVarUnusedStat            = "unused_stat"
+	floorVarUnusedTriggerEvent    = "unused_trigger_event"
 )
 
 // loadFloor returns the embedded CollectionSpec for floor.
@@ -119,12 +120,13 @@ type floorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorProgramSpecs struct {
-	FloorLookup       *ebpf.ProgramSpec `ebpf:"floor_lookup"`
-	FloorLookupAtomic *ebpf.ProgramSpec `ebpf:"floor_lookup_atomic"`
-	FloorLookupLock   *ebpf.ProgramSpec `ebpf:"floor_lookup_lock"`
-	FloorSmallLookup  *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
-	Xdpflow           *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowEvict      *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
+	FloorLookup          *ebpf.ProgramSpec `ebpf:"floor_lookup"`
+	FloorLookupAtomic    *ebpf.ProgramSpec `ebpf:"floor_lookup_atomic"`
+	FloorLookupLock      *ebpf.ProgramSpec `ebpf:"floor_lookup_lock"`
+	FloorLookupLockClock *ebpf.ProgramSpec `ebpf:"floor_lookup_lock_clock"`
+	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
+	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
@@ -206,12 +208,13 @@ type floorVariables struct {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorPrograms struct {
-	FloorLookup       *ebpf.Program `ebpf:"floor_lookup"`
-	FloorLookupAtomic *ebpf.Program `ebpf:"floor_lookup_atomic"`
-	FloorLookupLock   *ebpf.Program `ebpf:"floor_lookup_lock"`
-	FloorSmallLookup  *ebpf.Program `ebpf:"floor_small_lookup"`
-	Xdpflow           *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowEvict      *ebpf.Program `ebpf:"xdpflow_evict"`
+	FloorLookup          *ebpf.Program `ebpf:"floor_lookup"`
+	FloorLookupAtomic    *ebpf.Program `ebpf:"floor_lookup_atomic"`
+	FloorLookupLock      *ebpf.Program `ebpf:"floor_lookup_lock"`
+	FloorLookupLockClock *ebpf.Program `ebpf:"floor_lookup_lock_clock"`
+	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
+	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *floorPrograms) Close() error {
@@ -219,6 +222,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorLookup,
 		p.FloorLookupAtomic,
 		p.FloorLookupLock,
+		p.FloorLookupLockClock,
 		p.FloorSmallLookup,
 		p.Xdpflow,
 		p.XdpflowEvict,

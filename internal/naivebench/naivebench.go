@@ -109,6 +109,8 @@ type Floor struct {
 	LookupAtomic *ebpf.Program
 	// LookupLock also adds to them under the entry's spin lock.
 	LookupLock *ebpf.Program
+	// LookupLockClock also reads the coarse clock and sets last_seen.
+	LookupLockClock *ebpf.Program
 	// SmallLookup parses and looks up a 12-byte IPv4-only key in a table
 	// of its own, filled with PutSmall.
 	SmallLookup *ebpf.Program
@@ -124,8 +126,8 @@ func LoadFloor() (*Floor, error) {
 		return nil, fmt.Errorf("load floor programs: %w", err)
 	}
 	p := &f.objs.floorPrograms
-	f.Xdpflow, f.Lookup, f.LookupAtomic, f.LookupLock, f.SmallLookup =
-		p.Xdpflow, p.FloorLookup, p.FloorLookupAtomic, p.FloorLookupLock, p.FloorSmallLookup
+	f.Xdpflow, f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup =
+		p.Xdpflow, p.FloorLookup, p.FloorLookupAtomic, p.FloorLookupLock, p.FloorLookupLockClock, p.FloorSmallLookup
 	return f, nil
 }
 

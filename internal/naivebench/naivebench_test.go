@@ -72,7 +72,7 @@ func TestFloor(t *testing.T) {
 	if err := f.PutSmall([4]byte{10, 0, 0, 1}, 1000, Port, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*ebpf.Program{f.Lookup, f.LookupAtomic, f.LookupLock, f.SmallLookup} {
+	for _, p := range []*ebpf.Program{f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup} {
 		run(t, p, frame, 1)
 	}
 	if m, err := f.Misses(); err != nil || m != 0 {
