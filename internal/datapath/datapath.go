@@ -8,6 +8,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -53,6 +54,12 @@ func Load(opts Options) (*Datapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
+			if missing := missingCapabilities(); len(missing) > 0 {
+				// Without CAP_PERFMON the verifier forbids the packet
+				// pointer arithmetic that header parsing needs.
+				return nil, fmt.Errorf("load xdpflow program: the verifier refused it because the process lacks %s (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): %v",
+					strings.Join(missing, ", "), verr)
+			}
 			return nil, fmt.Errorf("load xdpflow program: %+v", verr)
 		}
 		return nil, fmt.Errorf("load xdpflow program: %w%s", err, privilegeHint(err))
