@@ -51,7 +51,7 @@ bench:
 
 ## fuzz: fuzz the XDP program's parser against a Go reference parser for FUZZTIME (as root)
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./internal/datapath/
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/datapath/
 
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then \

@@ -117,7 +117,11 @@ func (r *xdpflowReceiver) Shutdown(ctx context.Context) error {
 	<-r.loopDone
 	err := r.src.DetachAll()
 	r.takeSnapshot(ctx, causeShutdown)
-	return errors.Join(err, r.src.Close())
+	err = errors.Join(err, r.src.Close())
+	// Drop the datapath: its memory-mapped global variables are released
+	// by the garbage collector, and with them their kernel maps.
+	r.src = nil
+	return err
 }
 
 // loop takes a snapshot every collection_interval and on trigger events,

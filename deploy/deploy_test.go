@@ -266,9 +266,7 @@ func TestKubernetesManifest(t *testing.T) {
 	if ep, _ := conf.Get("exporters::otlp_grpc::endpoint").(string); !strings.Contains(ep, ".svc") {
 		t.Errorf("otlp_grpc endpoint %q is not a cluster Service name", ep)
 	}
-	if h, _ := conf.Get("exporters::otlp_grpc::headers::x-xdpflow-node").(string); h != "${env:K8S_NODE_NAME}" {
-		t.Errorf("otlp_grpc header x-xdpflow-node = %q, want ${env:K8S_NODE_NAME}", h)
-	}
+	checkNodeName(t, conf, "k8s.node.name", "${env:K8S_NODE_NAME}")
 	t.Run("validate", func(t *testing.T) {
 		validateWithCollector(t, []byte(config), map[string]string{"K8S_NODE_NAME": "node-1"})
 	})
@@ -386,6 +384,35 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCollectorConfig(t, unitConfig, data)
-	t.Run("validate", func(t *testing.T) { validateWithCollector(t, data, nil) })
+	conf := checkCollectorConfig(t, unitConfig, data)
+	checkNodeName(t, conf, "host.name", "${env:HOST_NAME}")
+	if env := svc["Environment"]; len(env) != 1 || env[0] != "HOST_NAME=%H" {
+		t.Errorf("Environment=%v, want HOST_NAME=%%H for host.name", env)
+	}
+	t.Run("validate", func(t *testing.T) { validateWithCollector(t, data, map[string]string{"HOST_NAME": "host-1"}) })
+}
+
+// checkNodeName checks that the resource processor upserts key with value
+// and runs in the metrics pipeline, so that nodes can be told apart.
+func checkNodeName(t *testing.T, conf *confmap.Conf, key, value string) {
+	t.Helper()
+	attrs, _ := conf.Get("processors::resource::attributes").([]any)
+	found := false
+	for _, a := range attrs {
+		m, _ := a.(map[string]any)
+		if m["key"] == key && m["value"] == value && m["action"] == "upsert" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("processors::resource does not upsert %s = %s: %v", key, value, attrs)
+	}
+	procs, _ := conf.Get("service::pipelines::metrics::processors").([]any)
+	inPipeline := false
+	for _, p := range procs {
+		inPipeline = inPipeline || p == "resource"
+	}
+	if !inPipeline {
+		t.Errorf("the metrics pipeline does not run the resource processor: %v", procs)
+	}
 }

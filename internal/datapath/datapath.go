@@ -125,6 +125,8 @@ func (d *Datapath) Close() error {
 
 	errs = append(errs, d.events.Close())
 	d.wg.Wait()
+	// The global variables stay memory-mapped, keeping their two maps
+	// alive, until the garbage collector frees the Datapath: drop it.
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
 }

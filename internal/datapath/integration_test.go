@@ -331,7 +331,7 @@ func itCheckSeen(t *testing.T, v FlowValue, start, end time.Time) {
 	// measurement error, and for the coarse clock lagging by a tick.
 	const slack = 2 * time.Millisecond
 	first, last := clock.Wall(v.FirstSeenNs), clock.Wall(v.LastSeenNs)
-	if first.Before(start.Add(-slack - MaxLag())) || last.After(end.Add(slack)) || last.Before(first) {
+	if first.Before(start.Add(-slack-MaxLag())) || last.After(end.Add(slack)) || last.Before(first) {
 		t.Errorf("first seen %v, last seen %v: want start %v <= first <= last <= end %v",
 			first.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano), start.Format(time.RFC3339Nano), end.Format(time.RFC3339Nano))
 	}
