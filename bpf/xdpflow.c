@@ -61,9 +61,11 @@ struct {
 	__uint(max_entries, STAT_MAX);
 } stats SEC(".maps");
 
+/* 256 KiB: about 10,000 events of 24 bytes, enough for the events of a
+ * burst to queue while the reader leaves the ring alone (eventReadGap). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
 /* Force the generation of BTF for types the loader needs. */

@@ -19,10 +19,11 @@ import (
 // Datapath is the loaded XDP program with its maps and links. Its methods
 // are safe for concurrent use.
 type Datapath struct {
-	objs   xdpflowObjects
-	events *ringbuf.Reader
-	trig   chan TriggerEvent
-	wg     sync.WaitGroup
+	objs    xdpflowObjects
+	events  *ringbuf.Reader
+	trig    chan TriggerEvent
+	closing chan struct{} // closed by Close, to stop the event reader
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex
 	links     map[string]*attachment
@@ -50,7 +51,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 
-	d := &Datapath{links: map[string]*attachment{}, trig: make(chan TriggerEvent, 1)}
+	d := &Datapath{links: map[string]*attachment{}, trig: make(chan TriggerEvent, 1), closing: make(chan struct{})}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -123,6 +124,7 @@ func (d *Datapath) Close() error {
 	errs := d.detachAllLocked()
 	d.mu.Unlock()
 
+	close(d.closing)
 	errs = append(errs, d.events.Close())
 	d.wg.Wait()
 	// The global variables stay memory-mapped, keeping their two maps
