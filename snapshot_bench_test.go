@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -74,8 +76,12 @@ func peakRSS(tb testing.TB) uint64 {
 	return 0
 }
 
-// resetPeakRSS makes VmHWM start again from the current RSS.
+// resetPeakRSS returns freed memory to the system, so that what earlier
+// benchmarks left does not count, and makes VmHWM start again from the
+// current RSS.
 func resetPeakRSS(tb testing.TB) {
+	runtime.GC()
+	debug.FreeOSMemory()
 	require.NoError(tb, os.WriteFile("/proc/self/clear_refs", []byte("5"), 0))
 }
 
