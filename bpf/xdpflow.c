@@ -291,13 +291,7 @@ static __always_inline int add(struct flow_value *v, const struct flow_key *key,
 	return added;
 }
 
-/* count adds one packet to key's entry, inserting it if needed.
- *
- * No packet is lost to a race: an insert that finds the key already there
- * (EEXIST) looks it up again, and an entry being evicted (dead) is looked
- * up again until the eviction deleted it and a new entry can be inserted.
- * Whatever cannot be stored in the table (full, or still being evicted
- * after MAX_COUNT_ATTEMPTS) is added to the overflow counters. */
+/* insert adds key's entry with this first packet, if key has none. */
 static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 {
 	struct flow_value init = {
@@ -312,6 +306,13 @@ static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 }
 
+/* count adds one packet to key's entry, inserting it if needed.
+ *
+ * No packet is lost to a race: an insert that finds the key already there
+ * (EEXIST) looks it up again, and an entry being evicted (dead) is looked
+ * up again until the eviction deleted it and a new entry can be inserted.
+ * Whatever cannot be stored in the table (full, or still being evicted
+ * after MAX_COUNT_ATTEMPTS) is added to the overflow counters. */
 static __always_inline void count(struct flow_key *key, __u64 len)
 {
 	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
@@ -382,7 +383,7 @@ int xdpflow_evict(struct xdp_md *ctx)
 	struct flow_counters final;
 	int found = 0;
 	bpf_spin_lock(&v->lock);
-	if (!v->dead) {
+	if (!v->dead && same_key(&v->key, &key)) {
 		v->dead = 1;
 		final = v->counters;
 		found = 1;
