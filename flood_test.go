@@ -2,7 +2,6 @@ package xdpflowreceiver
 
 import (
 	"context"
-	"encoding/binary"
 	"runtime"
 	"sync"
 	"testing"
@@ -20,26 +19,6 @@ import (
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
-
-// synFrame returns a 54-byte Ethernet/IPv4/TCP SYN to port 8080 from a
-// source address and port derived from i.
-func synFrame(i int) []byte {
-	f := make([]byte, 14+20+20)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	ip[8] = 64
-	ip[9] = 6
-	copy(ip[12:16], []byte{198, 51, byte(i >> 24), byte(i >> 16)})
-	copy(ip[16:20], []byte{198, 51, 100, 2})
-	tcp := ip[20:]
-	binary.BigEndian.PutUint16(tcp[0:], uint16(i))
-	binary.BigEndian.PutUint16(tcp[2:], 8080)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x02 // SYN
-	return f
-}
 
 // snapshotTally sums what each snapshot exported, keyed by its timestamp
 // (every export of one snapshot carries the same one).

@@ -2,7 +2,6 @@ package xdpflowreceiver
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -25,25 +24,6 @@ import (
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
-
-// udpFrame returns an Ethernet/IPv4/UDP frame from 198.51.x.y:sport to
-// port 8080, with x.y and sport derived from i: i selects the connection.
-func udpFrame(i int) []byte {
-	f := make([]byte, 14+20+8+18)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	ip[8] = 64
-	ip[9] = 17
-	copy(ip[12:16], []byte{198, 51, byte(i >> 24), byte(i >> 16)})
-	copy(ip[16:20], []byte{198, 51, 100, 2})
-	udp := ip[20:]
-	binary.BigEndian.PutUint16(udp[0:], uint16(i))
-	binary.BigEndian.PutUint16(udp[2:], 8080)
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	return f
-}
 
 // fillFlows runs the program on n distinct connections.
 func fillFlows(tb testing.TB, prog *ebpf.Program, n int) {
