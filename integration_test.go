@@ -8,11 +8,8 @@ package xdpflowreceiver
 // tcpdump, and skip without root.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -442,88 +439,19 @@ func ritCheckStart(t *testing.T, p ritPoint, c ritConn, w ritWindow) time.Durati
 func ritListenUDP(t *testing.T, ns string, addr netip.Addr, ports ...uint16) []*net.UDPConn {
 	t.Helper()
 	conns := make([]*net.UDPConn, 0, len(ports))
-	t.Cleanup(func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	err := netnstest.Do(ns, func() error {
-		for _, p := range ports {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, p)))
-			if err != nil {
-				return err
-			}
-			conns = append(conns, c)
-		}
-		return nil
-	})
-	require.NoError(t, err, "listen udp on %s in %s", addr, ns)
+	for _, p := range ports {
+		conns = append(conns, netnstest.ListenUDP(t, ns, netip.AddrPortFrom(addr, p)))
+	}
 	return conns
-}
-
-// ritDatagram is one datagram to send: from which socket, payload size.
-type ritDatagram struct {
-	from *net.UDPConn
-	size int
 }
 
 // ritSendUDP sends the datagrams in order to server (in the receiver
 // namespace) at to, sleeping gap after each, and every batch datagrams
-// waits until the server has received every datagram sent so far, so
-// none is dropped in the veth or socket queues. It checks that each
-// source sent what arrived from it and returns the datagrams' frame bytes:
-// Ethernet + IP + UDP headers + payload.
-func ritSendUDP(t *testing.T, server *net.UDPConn, to netip.AddrPort, dgrams []ritDatagram, batch int, gap time.Duration) uint64 {
+// waits until the server has received every datagram sent so far. It
+// returns the datagrams' frame bytes (see netnstest.SendUDP).
+func ritSendUDP(t *testing.T, server *net.UDPConn, to netip.AddrPort, dgrams []netnstest.Datagram, batch int, gap time.Duration) uint64 {
 	t.Helper()
-	ipHdr := 20
-	if to.Addr().Is6() {
-		ipHdr = 40
-	}
-	sent := map[netip.AddrPort]int{}
-	got := map[netip.AddrPort]int{}
-	buf := make([]byte, 65536)
-	var frameBytes uint64
-	received := 0
-	for i, d := range dgrams {
-		payload := bytes.Repeat([]byte{byte(i)}, d.size)
-		if _, err := d.from.WriteToUDPAddrPort(payload, to); err != nil {
-			t.Fatalf("send datagram %d (%d bytes) to %s: %v", i, d.size, to, err)
-		}
-		from := d.from.LocalAddr().(*net.UDPAddr).AddrPort()
-		sent[from] += d.size + 1 // +1: a 0-byte datagram counts too
-		frameBytes += uint64(14 + ipHdr + 8 + d.size)
-		if gap > 0 {
-			time.Sleep(gap)
-		}
-		if (i+1)%batch != 0 && i != len(dgrams)-1 {
-			continue
-		}
-		require.NoError(t, server.SetReadDeadline(time.Now().Add(ritIOTimeout)))
-		for received < i+1 {
-			n, from, err := server.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("received %d of %d datagrams sent to %s: %v", received, i+1, to, err)
-			}
-			got[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())] += n + 1
-			received++
-		}
-	}
-	for from, n := range sent {
-		if got[from] != n {
-			t.Fatalf("from %s: received %d (payload bytes + datagrams), sent %d", from, got[from], n)
-		}
-	}
-	return frameBytes
-}
-
-// ritUDPSizes returns k payload sizes from 0 to maxSize, both included.
-func ritUDPSizes(k, maxSize int) []int {
-	sizes := make([]int, k)
-	for i := range sizes {
-		sizes[i] = (i * 211) % (maxSize + 1)
-	}
-	sizes[1] = maxSize
-	return sizes
+	return netnstest.SendUDP(t, server, to, dgrams, netnstest.UDPPacing{Batch: batch, Gap: gap, Timeout: ritIOTimeout})
 }
 
 // ritUDPFlow is the UDP traffic of one connection and what it must give.
@@ -541,129 +469,43 @@ func ritUDPConversation(t *testing.T, pair *netnstest.Pair, src, dst netip.Addr,
 	t.Helper()
 	server := ritListenUDP(t, pair.Receiver, dst, ritPort)[0]
 	client := ritListenUDP(t, pair.Sender, src, sport)[0]
-	maxPayload := 1500 - 20 - 8
-	if src.Is6() {
-		maxPayload = 1500 - 40 - 8
-	}
-	sizes := ritUDPSizes(k, maxPayload)
+	sizes := netnstest.UDPSizes(k, netnstest.MaxUDPPayload(src))
 	f := ritUDPFlow{conn: ritConnOf("udp", src, sport), packets: k}
 	to := netip.AddrPortFrom(dst, ritPort)
 	// The first datagram alone, received before the others are sent.
 	f.first.from = ritNow(t)
-	f.bytes = ritSendUDP(t, server, to, []ritDatagram{{from: client, size: sizes[0]}}, 1, 0)
+	f.bytes = ritSendUDP(t, server, to, []netnstest.Datagram{{From: client, Size: sizes[0]}}, 1, 0)
 	f.first.to = ritNow(t)
 	per := (k + chunks - 1) / chunks
 	for c := 0; c*per < k; c++ {
 		if c > 0 {
 			time.Sleep(pause)
 		}
-		chunk := make([]ritDatagram, 0, per)
+		chunk := make([]netnstest.Datagram, 0, per)
 		for _, s := range sizes[max(1, c*per):min(k, (c+1)*per)] {
-			chunk = append(chunk, ritDatagram{from: client, size: s})
+			chunk = append(chunk, netnstest.Datagram{From: client, Size: s})
 		}
 		f.bytes += ritSendUDP(t, server, to, chunk, 32, 0)
 	}
 	return f
 }
 
-// ritTCPConversation serves one connection on to in the receiver namespace
-// and connects to it from src in the sender namespace: 50 request/response
-// round trips, then a bulk write of bulk bytes from the client. The server
-// then shuts down its sending side; the client reads EOF and closes; the
-// server reads the client's FIN and closes. It returns the client's
-// address and the window of its SYN, the connection's first packet.
+// ritTCPConversation runs a TCP conversation from src in the sender
+// namespace to to in the receiver namespace: 50 request/response round
+// trips, then a bulk write of bulk bytes from the client (see
+// netnstest.TCPConversation). It returns the client's address and the
+// window of its SYN, the connection's first packet.
 func ritTCPConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to netip.AddrPort, bulk int) (client netip.AddrPort, syn ritWindow) {
 	t.Helper()
-	var ln *net.TCPListener
-	err := pair.Do(pair.Receiver, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(to))
-		return err
-	})
-	require.NoError(t, err, "listen %s", to)
-	defer ln.Close()
-	const rounds, reqSize, respSize = 50, 100, 300
-	serverErr := make(chan error, 1)
-	go func() {
-		serverErr <- func() error {
-			if err := ln.SetDeadline(time.Now().Add(ritIOTimeout)); err != nil {
-				return err
-			}
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.SetDeadline(time.Now().Add(ritIOTimeout)); err != nil {
-				return err
-			}
-			req := make([]byte, reqSize)
-			resp := bytes.Repeat([]byte("r"), respSize)
-			for i := range rounds {
-				if _, err := io.ReadFull(c, req); err != nil {
-					return fmt.Errorf("request %d: %w", i, err)
-				}
-				if _, err := c.Write(resp); err != nil {
-					return fmt.Errorf("response %d: %w", i, err)
-				}
-			}
-			n, err := io.Copy(io.Discard, io.LimitReader(c, int64(bulk)))
-			if err != nil || n != int64(bulk) {
-				return fmt.Errorf("bulk: read %d of %d bytes: %v", n, bulk, err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				return err
-			}
-			if n, err := c.Read(req); err != io.EOF {
-				return fmt.Errorf("after bulk: read %d bytes, %v; want EOF", n, err)
-			}
-			return nil
-		}()
-	}()
-	// The server goroutine ends by itself: on success, or at its deadlines.
-	defer func() {
-		if err := <-serverErr; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-
-	var c *net.TCPConn
-	syn.from = ritNow(t)
-	err = pair.Do(pair.Sender, func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: ritIOTimeout}
-		conn, err := d.Dial("tcp", to.String())
-		if err != nil {
-			return err
-		}
-		c = conn.(*net.TCPConn)
-		return nil
-	})
-	syn.to = ritNow(t) // the SYN-ACK came back: the SYN passed the program
-	if err != nil {
-		ln.Close()
-		t.Fatalf("dial %s from %s: %v", to, src, err)
-	}
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(ritIOTimeout)))
-	req := bytes.Repeat([]byte("q"), reqSize)
-	resp := make([]byte, respSize)
-	for i := range rounds {
-		if _, err := c.Write(req); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if _, err := io.ReadFull(c, resp); err != nil {
-			t.Fatalf("response %d: %v", i, err)
-		}
-	}
-	if _, err := c.Write(bytes.Repeat([]byte("b"), bulk)); err != nil {
-		t.Fatalf("bulk write: %v", err)
-	}
-	if n, err := c.Read(resp); err != io.EOF {
-		t.Fatalf("after bulk: read %d bytes, %v; want EOF", n, err)
-	}
-	client = c.LocalAddr().(*net.TCPAddr).AddrPort()
-	require.NoError(t, c.Close())
-	return netip.AddrPortFrom(client.Addr().Unmap(), client.Port()), syn
+	client = netnstest.TCPConversation{
+		Rounds:     50,
+		Bulk:       bulk,
+		Timeout:    ritIOTimeout,
+		BeforeDial: func() { syn.from = ritNow(t) },
+		// The SYN-ACK came back: the SYN passed the program.
+		AfterDial: func() { syn.to = ritNow(t) },
+	}.Converse(t, pair, src, to)
+	return client, syn
 }
 
 // TestIntegrationReceiverTraffic runs the real receiver on veth-rcv while
@@ -847,11 +689,11 @@ func TestIntegrationReceiverTriggerBurst(t *testing.T) {
 			}
 			server := ritListenUDP(t, pair.Receiver, netnstest.ReceiverIPv4, ritPort)[0]
 			clients := ritListenUDP(t, pair.Sender, netnstest.SenderIPv4, ports...)
-			dgrams := make([]ritDatagram, conns)
+			dgrams := make([]netnstest.Datagram, conns)
 			sizes := map[uint16]int{}
 			for i, c := range clients {
-				dgrams[i] = ritDatagram{from: c, size: 16 + i%100}
-				sizes[ports[i]] = dgrams[i].size
+				dgrams[i] = netnstest.Datagram{From: c, Size: 16 + i%100}
+				sizes[ports[i]] = dgrams[i].Size
 			}
 
 			began := time.Now()
@@ -954,7 +796,7 @@ func TestIntegrationReceiverOverflow(t *testing.T) {
 			for i, c := range clients {
 				// One at a time, each received before the next is sent,
 				// so the first 16 are the ones the table holds.
-				b := ritSendUDP(t, server, netip.AddrPortFrom(netnstest.ReceiverIPv4, ritPort), []ritDatagram{{from: c, size: 7 * i}}, 1, 0)
+				b := ritSendUDP(t, server, netip.AddrPortFrom(netnstest.ReceiverIPv4, ritPort), []netnstest.Datagram{{From: c, Size: 7 * i}}, 1, 0)
 				if i < maxConns {
 					storedBytes += b
 					want[ritConnOf("udp", netnstest.SenderIPv4, ports[i])] = int64(b)
@@ -985,29 +827,6 @@ func TestIntegrationReceiverOverflow(t *testing.T) {
 	}
 }
 
-// ritLinkXDP returns the ID of the XDP program attached to iface in
-// namespace ns according to `ip -j -d link show`, or ok false.
-func ritLinkXDP(t *testing.T, ns, iface string) (progID uint32, ok bool) {
-	t.Helper()
-	out, err := netnstest.Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	require.NoError(t, err)
-	var links []struct {
-		XDP *struct {
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		t.Fatalf("parse ip link output: %v\n%s", err, out)
-	}
-	if links[0].XDP == nil {
-		return 0, false
-	}
-	require.NotNil(t, links[0].XDP.Prog, "xdp attribute without a program:\n%s", out)
-	return links[0].XDP.Prog.ID, true
-}
-
 // ritProgID returns the ID of the XDP program a started receiver loaded.
 func ritProgID(t *testing.T, r receiver.Metrics) uint32 {
 	t.Helper()
@@ -1030,9 +849,9 @@ func ritCountsUDP(t *testing.T, pair *netnstest.Pair, r receiver.Metrics, sink *
 	t.Helper()
 	server := ritListenUDP(t, pair.Receiver, netnstest.ReceiverIPv4, ritPort)[0]
 	client := ritListenUDP(t, pair.Sender, netnstest.SenderIPv4, sport)[0]
-	var dgrams []ritDatagram
-	for _, s := range ritUDPSizes(64, 1400) {
-		dgrams = append(dgrams, ritDatagram{from: client, size: s})
+	var dgrams []netnstest.Datagram
+	for _, s := range netnstest.UDPSizes(64, 1400) {
+		dgrams = append(dgrams, netnstest.Datagram{From: client, Size: s})
 	}
 	wantBytes := ritSendUDP(t, server, netip.AddrPortFrom(netnstest.ReceiverIPv4, ritPort), dgrams, 32, 0)
 	ritShutdown(t, r, sink, tel)
@@ -1069,8 +888,8 @@ func TestIntegrationReceiverUnknownInterface(t *testing.T) {
 				assert.Contains(t, err.Error(), "attach xdp to "+missing+": interface not found")
 				// The receiver namespace holds exactly lo and veth-rcv.
 				assert.Contains(t, err.Error(), "(interfaces here: lo, "+netnstest.ReceiverIface+")")
-				if id, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-					t.Errorf("program %d attached to %s after the failed Start with %v", id, netnstest.ReceiverIface, ifaces)
+				if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+					t.Errorf("program %d attached to %s after the failed Start with %v", xdp.ProgID, netnstest.ReceiverIface, ifaces)
 				}
 				assert.NoError(t, r.Shutdown(context.Background()))
 				assert.NoError(t, r.Shutdown(context.Background()))
@@ -1100,8 +919,8 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 			first := ritNew(t, ritConfig(mode), sink1, tel1)
 			require.NoError(t, ritStart(pair, first))
 			id := ritProgID(t, first)
-			if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || got != id {
-				t.Fatalf("ip link shows program %d (attached %v), want the first receiver's %d", got, ok, id)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
+				t.Fatalf("ip link shows program %d (attached %v), want the first receiver's %d", xdp.ProgID, ok, id)
 			}
 
 			for _, secondMode := range []string{mode, "auto"} {
@@ -1114,14 +933,14 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 				assert.Contains(t, err.Error(), "another XDP program is attached to this interface")
 				assert.NoError(t, second.Shutdown(context.Background()))
 				assert.Empty(t, sink2.AllMetrics(), "the second receiver exported")
-				if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || got != id {
-					t.Fatalf("after the refused Start ip link shows program %d (attached %v), want %d", got, ok, id)
+				if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
+					t.Fatalf("after the refused Start ip link shows program %d (attached %v), want %d", xdp.ProgID, ok, id)
 				}
 			}
 
 			ritCountsUDP(t, pair, first, sink1, tel1, 40200)
-			if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-				t.Errorf("program %d still attached after Shutdown", got)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+				t.Errorf("program %d still attached after Shutdown", xdp.ProgID)
 			}
 		})
 	}

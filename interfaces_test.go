@@ -164,16 +164,12 @@ func iftNewUDP(t *testing.T, pair *netnstest.Pair, src, dst netip.Addr, sport ui
 	t.Helper()
 	c := ritConnOf("udp", src, sport)
 	c.iface = iface
-	maxPayload := 1500 - 20 - 8
-	if src.Is6() {
-		maxPayload = 1500 - 40 - 8
-	}
 	return &iftUDP{
 		conn:     c,
 		server:   ritListenUDP(t, pair.Receiver, dst, ritPort)[0],
 		client:   ritListenUDP(t, pair.Sender, src, sport)[0],
 		to:       netip.AddrPortFrom(dst, ritPort),
-		maxBytes: maxPayload,
+		maxBytes: netnstest.MaxUDPPayload(src),
 	}
 }
 
@@ -181,9 +177,9 @@ func iftNewUDP(t *testing.T, pair *netnstest.Pair, src, dst netip.Addr, sport ui
 // arrived and adds them to the connection's expected counts.
 func (u *iftUDP) send(t *testing.T, k int) {
 	t.Helper()
-	var dgrams []ritDatagram
-	for _, s := range ritUDPSizes(k, u.maxBytes) {
-		dgrams = append(dgrams, ritDatagram{from: u.client, size: s})
+	var dgrams []netnstest.Datagram
+	for _, s := range netnstest.UDPSizes(k, u.maxBytes) {
+		dgrams = append(dgrams, netnstest.Datagram{From: u.client, Size: s})
 	}
 	u.bytes += int64(ritSendUDP(t, u.server, u.to, dgrams, 32, 0))
 	u.packets += int64(k)
@@ -291,8 +287,8 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 			}, iftAttachLogs(logs), "attach log entries")
 			id := ritProgID(t, r)
 			for _, iface := range cfg.Interfaces {
-				got, ok := ritLinkXDP(t, pair.Receiver, iface)
-				require.True(t, ok && got == id, "%s: ip link shows program %d (attached %v), want the receiver's %d", iface, got, ok, id)
+				xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iface)
+				require.True(t, ok && xdp.ProgID == id, "%s: ip link shows program %d (attached %v), want the receiver's %d", iface, xdp.ProgID, ok, id)
 			}
 
 			kept := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40401, netnstest.ReceiverIface)
@@ -315,8 +311,8 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			warnedAfter := time.Since(deleted)
-			if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || got != id {
-				t.Errorf("after the deletion %s shows program %d (attached %v), want %d", netnstest.ReceiverIface, got, ok, id)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
+				t.Errorf("after the deletion %s shows program %d (attached %v), want %d", netnstest.ReceiverIface, xdp.ProgID, ok, id)
 			}
 
 			// Traffic on the other interface is still counted exactly, and
@@ -326,8 +322,8 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 			iftWaitExports(t, sink, n+10)
 			ritShutdown(t, r, sink, tel)
 			ended := time.Now()
-			if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-				t.Errorf("program %d still attached to %s after Shutdown", got, netnstest.ReceiverIface)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+				t.Errorf("program %d still attached to %s after Shutdown", xdp.ProgID, netnstest.ReceiverIface)
 			}
 
 			warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
@@ -383,8 +379,8 @@ func TestIntegrationReceiverTwoInstances(t *testing.T) {
 			id1, id2 := ritProgID(t, r1), ritProgID(t, r2)
 			require.NotEqual(t, id1, id2, "the receivers share a program")
 			for iface, id := range map[string]uint32{netnstest.ReceiverIface: id1, iftReceiver2Iface: id2} {
-				got, ok := ritLinkXDP(t, pair.Receiver, iface)
-				require.True(t, ok && got == id, "%s: ip link shows program %d (attached %v), want %d", iface, got, ok, id)
+				xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iface)
+				require.True(t, ok && xdp.ProgID == id, "%s: ip link shows program %d (attached %v), want %d", iface, xdp.ProgID, ok, id)
 			}
 
 			a4 := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40501, netnstest.ReceiverIface)
@@ -403,11 +399,11 @@ func TestIntegrationReceiverTwoInstances(t *testing.T) {
 
 			ritShutdown(t, r1, sink1, tel1)
 			mid := time.Now()
-			if got, ok := ritLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-				t.Errorf("program %d still on %s after the first receiver's Shutdown", got, netnstest.ReceiverIface)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+				t.Errorf("program %d still on %s after the first receiver's Shutdown", xdp.ProgID, netnstest.ReceiverIface)
 			}
-			if got, ok := ritLinkXDP(t, pair.Receiver, iftReceiver2Iface); !ok || got != id2 {
-				t.Errorf("after the first receiver's Shutdown %s shows program %d (attached %v), want %d", iftReceiver2Iface, got, ok, id2)
+			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iftReceiver2Iface); !ok || xdp.ProgID != id2 {
+				t.Errorf("after the first receiver's Shutdown %s shows program %d (attached %v), want %d", iftReceiver2Iface, xdp.ProgID, ok, id2)
 			}
 			// Traffic on veth-rcv is no longer counted by anyone; veth-rcv2
 			// still is.
@@ -448,8 +444,8 @@ func TestIntegrationReceiverLoopback(t *testing.T) {
 	t.Logf("native mode on lo: %v", err)
 	assert.Contains(t, err.Error(), "attach xdp to lo in native mode")
 	assert.Contains(t, err.Error(), "try attach_mode: generic")
-	if id, ok := ritLinkXDP(t, pair.Receiver, "lo"); ok {
-		t.Errorf("program %d attached to lo after the failed Start", id)
+	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, "lo"); ok {
+		t.Errorf("program %d attached to lo after the failed Start", xdp.ProgID)
 	}
 	assert.NoError(t, r.Shutdown(context.Background()))
 	assert.Empty(t, sink.AllMetrics(), "a receiver that failed to start exported")
@@ -469,24 +465,24 @@ func TestIntegrationReceiverLoopback(t *testing.T) {
 	assert.Equal(t, "generic", fields["attach_mode"])
 	assert.Equal(t, "auto", fields["requested_attach_mode"])
 	id := ritProgID(t, r)
-	if got, ok := ritLinkXDP(t, pair.Receiver, "lo"); !ok || got != id {
-		t.Fatalf("ip link shows program %d on lo (attached %v), want %d", got, ok, id)
+	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, "lo"); !ok || xdp.ProgID != id {
+		t.Fatalf("ip link shows program %d on lo (attached %v), want %d", xdp.ProgID, ok, id)
 	}
 
 	// UDP over lo inside the receiver namespace: one frame per datagram.
 	loopback := netip.MustParseAddr("127.0.0.1")
 	server := ritListenUDP(t, pair.Receiver, loopback, ritPort)[0]
 	client := ritListenUDP(t, pair.Receiver, loopback, 40601)[0]
-	var dgrams []ritDatagram
-	sizes := ritUDPSizes(50, 1472)
+	var dgrams []netnstest.Datagram
+	sizes := netnstest.UDPSizes(50, 1472)
 	for _, s := range sizes {
-		dgrams = append(dgrams, ritDatagram{from: client, size: s})
+		dgrams = append(dgrams, netnstest.Datagram{From: client, Size: s})
 	}
 	wantBytes := ritSendUDP(t, server, netip.AddrPortFrom(loopback, ritPort), dgrams, 10, 0)
 	ritShutdown(t, r, sink, tel)
 	ended := time.Now()
-	if got, ok := ritLinkXDP(t, pair.Receiver, "lo"); ok {
-		t.Errorf("program %d still on lo after Shutdown", got)
+	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, "lo"); ok {
+		t.Errorf("program %d still on lo after Shutdown", xdp.ProgID)
 	}
 	assert.Empty(t, logs.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zapcore.WarnLevel }).All(), "warnings or errors logged")
 	exports := ritDecode(t, sink.AllMetrics())

@@ -2,7 +2,6 @@ package xdpflowreceiver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -78,9 +77,9 @@ func TestRestartLeavesNothingBehind(t *testing.T) {
 		require.Len(t, held[rstLink], 1, "start %d: BPF links held: %v", i, held)
 		require.Len(t, held[rstProg], 2, "start %d: BPF programs held (xdpflow, xdpflow_evict): %v", i, held)
 		require.NotEmpty(t, held[rstMap], "start %d: no BPF map held", i)
-		progID, attached := rstLinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
+		xdp, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
 		require.True(t, attached, "start %d: no XDP program on %s", i, netnstest.ReceiverIface)
-		require.Contains(t, held[rstProg], uint32(progID), "start %d: the XDP program on the veth is not the receiver's", i)
+		require.Contains(t, held[rstProg], xdp.ProgID, "start %d: the XDP program on the veth is not the receiver's", i)
 		created.add(held)
 		created.add(rstProgramMaps(t, held))
 
@@ -88,8 +87,8 @@ func TestRestartLeavesNothingBehind(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		require.NoError(t, r.Shutdown(ctx), "shutdown %d", i)
 		running = nil
-		if id, attached := rstLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); attached {
-			t.Fatalf("shutdown %d (%s): XDP program %d still on %s", i, cfg.AttachMode, id, netnstest.ReceiverIface)
+		if xdp, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); attached {
+			t.Fatalf("shutdown %d (%s): XDP program %d still on %s", i, cfg.AttachMode, xdp.ProgID, netnstest.ReceiverIface)
 		}
 		require.NotEmpty(t, sink.AllMetrics(), "shutdown %d: no snapshot exported", i)
 	}
@@ -325,26 +324,4 @@ func rstBPFObjects(t *testing.T) rstIDSet {
 		}
 	}
 	return out
-}
-
-// rstLinkXDP returns the ID of the XDP program attached to iface in
-// namespace ns according to `ip -j -d link show`, or attached false.
-func rstLinkXDP(t *testing.T, ns, iface string) (progID uint32, attached bool) {
-	t.Helper()
-	out, err := netnstest.Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	require.NoError(t, err)
-	var links []struct {
-		XDP *struct {
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(out), &links), "ip link output:\n%s", out)
-	require.Len(t, links, 1, "ip link output:\n%s", out)
-	if links[0].XDP == nil {
-		return 0, false
-	}
-	require.NotNil(t, links[0].XDP.Prog, "xdp attribute without a program:\n%s", out)
-	return links[0].XDP.Prog.ID, true
 }

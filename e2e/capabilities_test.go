@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -209,24 +208,11 @@ func procStatus(path string) (map[string]string, error) {
 // namespace ns, or "" if there is none.
 func xdpProgram(t *testing.T, ns, iface string) string {
 	t.Helper()
-	out, err := netnstest.Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var links []struct {
-		XDP *struct {
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		t.Fatalf("parse ip link output: %v\n%s", err, out)
-	}
-	if links[0].XDP == nil || links[0].XDP.Prog == nil {
+	xdp, ok := netnstest.LinkXDP(t, ns, iface)
+	if !ok {
 		return ""
 	}
-	return strconv.FormatUint(uint64(links[0].XDP.Prog.ID), 10)
+	return strconv.FormatUint(uint64(xdp.ProgID), 10)
 }
 
 // runToExit runs name with args in namespace ns until it exits, at most
@@ -346,12 +332,8 @@ func TestLeastPrivilege(t *testing.T) {
 		{netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40104},
 		{netnstest.SenderIPv6, netnstest.ReceiverIPv6, 40106},
 	} {
-		maxPayload := 1500 - 20 - 8
-		if x.src.Is6() {
-			maxPayload = 1500 - 40 - 8
-		}
 		c := conn{Transport: "udp", Src: x.src, SrcPort: x.sport, DstPort: port}
-		sent[c] = sendUDP(t, pair, x.src, x.sport, x.dst, port, udpSizes(150, maxPayload))
+		sent[c] = sendUDP(t, pair, x.src, x.sport, x.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(x.src)))
 	}
 	read := func() (flowMetrics, error) { return readDebugFile(out) }
 	fm := waitFlows(t, read, sent, valuesTimeout)

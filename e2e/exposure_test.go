@@ -398,7 +398,7 @@ func TestRootCollectorExposesNothing(t *testing.T) {
 
 	// Traffic, and snapshots of it.
 	exports := debugExports(p)
-	sent := sendUDP(t, pair, netnstest.SenderIPv4, 40304, netnstest.ReceiverIPv4, port, udpSizes(64, 1472))
+	sent := sendUDP(t, pair, netnstest.SenderIPv4, 40304, netnstest.ReceiverIPv4, port, netnstest.UDPSizes(64, 1472))
 	waitDebugExports(t, p, exports+2, 10*time.Second)
 
 	if got := bpffsPaths(t, pid); !slices.Equal(got, before) {

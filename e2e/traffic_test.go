@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,12 +64,8 @@ func sendTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 		{netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40004},
 		{netnstest.SenderIPv6, netnstest.ReceiverIPv6, 40006},
 	} {
-		maxPayload := 1500 - 20 - 8
-		if u.src.Is6() {
-			maxPayload = 1500 - 40 - 8
-		}
 		c := conn{Transport: "udp", Src: u.src, SrcPort: u.sport, DstPort: port}
-		tr.sent[c] = sendUDP(t, pair, u.src, u.sport, u.dst, port, udpSizes(150, maxPayload))
+		tr.sent[c] = sendUDP(t, pair, u.src, u.sport, u.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(u.src)))
 		tr.conns = append(tr.conns, c)
 	}
 	for _, x := range []struct{ src, dst netip.Addr }{
@@ -85,168 +77,32 @@ func sendTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 	return tr
 }
 
-// udpSizes returns k payload sizes from 0 to maxSize, both included.
-func udpSizes(k, maxSize int) []int {
-	sizes := make([]int, k)
-	for i := range sizes {
-		sizes[i] = (i * 211) % (maxSize + 1)
-	}
-	sizes[1] = maxSize
-	return sizes
-}
-
-func listenUDP(t *testing.T, ns string, a netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	err := netnstest.Do(ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen udp %s in %s: %v", a, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // sendUDP sends one datagram per payload size from src:sport in the sender
 // namespace to dst:dport in the receiver namespace, where a socket reads
-// them. Every 32 datagrams it waits until all have arrived, so none is
-// dropped in a queue. It returns the datagrams' count and their frame
-// bytes: Ethernet, IP and UDP headers and payload.
+// them, checking that they arrive in order, and waiting for them every 32
+// datagrams so none is dropped in a queue (see netnstest.SendUDP). It
+// returns the datagrams' count and their frame bytes: Ethernet, IP and UDP
+// headers and payload.
 func sendUDP(t *testing.T, pair *netnstest.Pair, src netip.Addr, sport uint16, dst netip.Addr, dport uint16, sizes []int) counts {
 	t.Helper()
-	server := listenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
-	client := listenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
-	ipHdr := 20
-	if dst.Is6() {
-		ipHdr = 40
-	}
-	to := netip.AddrPortFrom(dst, dport)
-	buf := make([]byte, 65536)
-	var sent counts
-	received := 0
+	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
+	client := netnstest.ListenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
+	dgrams := make([]netnstest.Datagram, len(sizes))
 	for i, size := range sizes {
-		if _, err := client.WriteToUDPAddrPort(bytes.Repeat([]byte{byte(i)}, size), to); err != nil {
-			t.Fatalf("send datagram %d (%d bytes) to %s: %v", i, size, to, err)
-		}
-		sent.Packets++
-		sent.Bytes += uint64(14 + ipHdr + 8 + size)
-		if (i+1)%32 != 0 && i != len(sizes)-1 {
-			continue
-		}
-		server.SetReadDeadline(time.Now().Add(ioTimeout))
-		for received < i+1 {
-			n, from, err := server.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("received %d of %d datagrams sent to %s: %v", received, i+1, to, err)
-			}
-			if from != netip.AddrPortFrom(src, sport) || n != sizes[received] {
-				t.Fatalf("datagram %d: %d bytes from %s, want %d from %s", received, n, from, sizes[received], netip.AddrPortFrom(src, sport))
-			}
-			received++
-		}
+		dgrams[i] = netnstest.Datagram{From: client, Size: size}
 	}
-	return sent
+	b := netnstest.SendUDP(t, server, netip.AddrPortFrom(dst, dport), dgrams, netnstest.UDPPacing{Batch: 32, Timeout: ioTimeout, InOrder: true})
+	return counts{Packets: uint64(len(sizes)), Bytes: b}
 }
 
-// tcpConversation serves one connection on to in the receiver namespace
-// and connects to it from src in the sender namespace: 30 request/response
-// round trips, then a bulk write of bulk bytes from the client. The server
-// then shuts down its sending side; the client reads EOF and closes; the
-// server reads the client's FIN and closes, so when this returns every
-// packet of the client has arrived.
+// tcpConversation runs a TCP conversation from src in the sender namespace
+// to to in the receiver namespace: 30 request/response round trips, then a
+// bulk write of bulk bytes from the client. When it returns every packet of
+// the client has arrived (see netnstest.TCPConversation).
 func tcpConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to netip.AddrPort, bulk int) conn {
 	t.Helper()
-	var ln *net.TCPListener
-	err := pair.Do(pair.Receiver, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(to))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %s: %v", to, err)
-	}
-	defer ln.Close()
-	const rounds, reqSize, respSize = 30, 100, 300
-	serverErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		serverErr <- func() error {
-			ln.SetDeadline(time.Now().Add(ioTimeout))
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(ioTimeout))
-			req := make([]byte, reqSize)
-			resp := bytes.Repeat([]byte("r"), respSize)
-			for i := range rounds {
-				if _, err := io.ReadFull(c, req); err != nil {
-					return fmt.Errorf("request %d: %w", i, err)
-				}
-				if _, err := c.Write(resp); err != nil {
-					return fmt.Errorf("response %d: %w", i, err)
-				}
-			}
-			n, err := io.Copy(io.Discard, io.LimitReader(c, int64(bulk)))
-			if err != nil || n != int64(bulk) {
-				return fmt.Errorf("bulk: read %d of %d bytes: %v", n, bulk, err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				return err
-			}
-			if n, err := c.Read(req); err != io.EOF {
-				return fmt.Errorf("after bulk: read %d bytes, %v; want EOF", n, err)
-			}
-			return nil
-		}()
-	}()
-
-	var c *net.TCPConn
-	err = pair.Do(pair.Sender, func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: ioTimeout}
-		nc, err := d.Dial("tcp", to.String())
-		if err != nil {
-			return err
-		}
-		c = nc.(*net.TCPConn)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", to, src, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(ioTimeout))
-	req := bytes.Repeat([]byte("q"), reqSize)
-	resp := make([]byte, respSize)
-	for i := range rounds {
-		if _, err := c.Write(req); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if _, err := io.ReadFull(c, resp); err != nil {
-			t.Fatalf("response %d: %v", i, err)
-		}
-	}
-	if _, err := c.Write(bytes.Repeat([]byte("b"), bulk)); err != nil {
-		t.Fatalf("bulk write: %v", err)
-	}
-	if n, err := c.Read(resp); err != io.EOF {
-		t.Fatalf("after bulk: read %d bytes, %v; want EOF", n, err)
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	if err := c.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	if err := <-serverErr; err != nil {
-		t.Fatalf("server: %v", err)
-	}
-	return conn{Transport: "tcp", Src: local.Addr().Unmap(), SrcPort: local.Port(), DstPort: to.Port()}
+	local := netnstest.TCPConversation{Rounds: 30, Bulk: bulk, Timeout: ioTimeout}.Converse(t, pair, src, to)
+	return conn{Transport: "tcp", Src: local.Addr(), SrcPort: local.Port(), DstPort: to.Port()}
 }
 
 // captureCounts returns, per TCP or UDP connection, the packets and frame

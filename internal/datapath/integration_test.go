@@ -5,14 +5,8 @@ package datapath
 // and in generic mode. They need root, ip (iproute2), ethtool and tcpdump.
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,75 +123,19 @@ func itStableFlow(t *testing.T, d *Datapath, k FlowKey) (v FlowValue, ok bool) {
 	return last, ok
 }
 
-func itListenUDP(t *testing.T, ns string, a netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	err := netnstest.Do(ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen udp %s in %s: %v", a, ns, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // itSendUDP sends one datagram per payload size from src:sport in the
 // sender namespace to dst:dport in the receiver namespace, where a socket
-// reads them. Every 32 datagrams it waits until all have arrived, so none
-// is dropped in the veth or socket queues. It returns the datagrams' total
-// frame bytes: Ethernet + IP + UDP headers + payload.
+// reads them, waiting for them every 32 datagrams, and returns their
+// total frame bytes (see netnstest.SendUDP).
 func itSendUDP(t *testing.T, pair *netnstest.Pair, src netip.Addr, sport uint16, dst netip.Addr, dport uint16, sizes []int) uint64 {
 	t.Helper()
-	server := itListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
-	client := itListenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
-	ipHdr := 20
-	if dst.Is6() {
-		ipHdr = 40
-	}
-	to := netip.AddrPortFrom(dst, dport)
-	buf := make([]byte, 65536)
-	var wantBytes, sentPayload, gotPayload uint64
-	received := 0
+	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
+	client := netnstest.ListenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
+	dgrams := make([]netnstest.Datagram, len(sizes))
 	for i, size := range sizes {
-		payload := bytes.Repeat([]byte{byte(i)}, size)
-		if _, err := client.WriteToUDPAddrPort(payload, to); err != nil {
-			t.Fatalf("send datagram %d (%d bytes) to %s: %v", i, size, to, err)
-		}
-		sentPayload += uint64(size)
-		wantBytes += uint64(14 + ipHdr + 8 + size)
-		if (i+1)%32 != 0 && i != len(sizes)-1 {
-			continue
-		}
-		server.SetReadDeadline(time.Now().Add(itIOTimeout))
-		for received < i+1 {
-			n, from, err := server.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("received %d of %d datagrams sent to %s: %v", received, i+1, to, err)
-			}
-			if from != netip.AddrPortFrom(src, sport) {
-				t.Fatalf("datagram from %s, want %s", from, netip.AddrPortFrom(src, sport))
-			}
-			gotPayload += uint64(n)
-			received++
-		}
+		dgrams[i] = netnstest.Datagram{From: client, Size: size}
 	}
-	if gotPayload != sentPayload {
-		t.Fatalf("received %d payload bytes, sent %d", gotPayload, sentPayload)
-	}
-	return wantBytes
-}
-
-// itUDPSizes returns k payload sizes from 0 to maxSize, both included.
-func itUDPSizes(k, maxSize int) []int {
-	sizes := make([]int, k)
-	for i := range sizes {
-		sizes[i] = (i * 211) % (maxSize + 1)
-	}
-	sizes[1] = maxSize
-	return sizes
+	return netnstest.SendUDP(t, server, netip.AddrPortFrom(dst, dport), dgrams, netnstest.UDPPacing{Batch: 32, Timeout: itIOTimeout})
 }
 
 func TestIntegrationTraffic(t *testing.T) {
@@ -247,11 +185,7 @@ func TestIntegrationTraffic(t *testing.T) {
 // itUDP sends K datagrams of known sizes to port 8080 and checks the flow's
 // key, counters and timestamps exactly.
 func itUDP(t *testing.T, e *itEnv, src, dst netip.Addr, sport uint16) FlowKey {
-	maxPayload := 1500 - 20 - 8 // MTU-sized frames
-	if src.Is6() {
-		maxPayload = 1500 - 40 - 8
-	}
-	sizes := itUDPSizes(300, maxPayload)
+	sizes := netnstest.UDPSizes(300, netnstest.MaxUDPPayload(src)) // MTU-sized frames
 	start := time.Now()
 	wantBytes := itSendUDP(t, e.pair, src, sport, dst, 8080, sizes)
 	end := time.Now()
@@ -274,12 +208,9 @@ func itUDP(t *testing.T, e *itEnv, src, dst netip.Addr, sport uint16) FlowKey {
 func itTCP(t *testing.T, e *itEnv, src, dst netip.Addr) FlowKey {
 	capture := netnstest.StartCapture(t, e.pair.Receiver, netnstest.ReceiverIface, "tcp dst port 8080")
 	start := time.Now()
-	client, serverErr := itTCPConversation(t, e.pair, src, netip.AddrPortFrom(dst, 8080), 200<<10)
-	if err := <-serverErr; err != nil {
-		t.Fatalf("server: %v", err)
-	}
+	client := itTCPConversation(t, e.pair, src, netip.AddrPortFrom(dst, 8080), 200<<10)
 	end := time.Now()
-	sport := uint16(client.Port)
+	sport := client.Port()
 	k := e.key(src, sport, 8080, TCP)
 	// The server has read the client's FIN, so every client packet has
 	// passed XDP; wait for the counters to settle anyway.
@@ -337,110 +268,19 @@ func itCheckSeen(t *testing.T, v FlowValue, start, end time.Time) {
 	}
 }
 
-// itTCPConversation serves one connection on to in the receiver namespace
-// and connects to it from src in the sender namespace: 50 request/response
-// round trips, then a bulk write of bulk bytes from the client. The server
-// then shuts down its sending side; the client reads EOF and closes; the
-// server reads the client's FIN and closes. It returns the client's local
-// address and a channel with the server's result.
-func itTCPConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to netip.AddrPort, bulk int) (*net.TCPAddr, <-chan error) {
+// itTCPConversation is the TCP conversation of these tests: 50 round
+// trips, then the client's bulk write of bulk bytes.
+func itTCPConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to netip.AddrPort, bulk int) netip.AddrPort {
 	t.Helper()
-	var ln *net.TCPListener
-	err := pair.Do(pair.Receiver, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(to))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %s: %v", to, err)
-	}
-	const rounds, reqSize, respSize = 50, 100, 300
-	serverErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	t.Cleanup(func() { ln.Close() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		serverErr <- func() error {
-			ln.SetDeadline(time.Now().Add(itIOTimeout))
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(itIOTimeout))
-			req := make([]byte, reqSize)
-			resp := bytes.Repeat([]byte("r"), respSize)
-			for i := range rounds {
-				if _, err := io.ReadFull(c, req); err != nil {
-					return fmt.Errorf("request %d: %w", i, err)
-				}
-				if _, err := c.Write(resp); err != nil {
-					return fmt.Errorf("response %d: %w", i, err)
-				}
-			}
-			n, err := io.Copy(io.Discard, io.LimitReader(c, int64(bulk)))
-			if err != nil || n != int64(bulk) {
-				return fmt.Errorf("bulk: read %d of %d bytes: %v", n, bulk, err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				return err
-			}
-			if n, err := c.Read(req); err != io.EOF {
-				return fmt.Errorf("after bulk: read %d bytes, %v; want EOF", n, err)
-			}
-			return nil
-		}()
-	}()
-
-	var c *net.TCPConn
-	err = pair.Do(pair.Sender, func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: itIOTimeout}
-		conn, err := d.Dial("tcp", to.String())
-		if err != nil {
-			return err
-		}
-		c = conn.(*net.TCPConn)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", to, src, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(itIOTimeout))
-	req := bytes.Repeat([]byte("q"), reqSize)
-	resp := make([]byte, respSize)
-	for i := range rounds {
-		if _, err := c.Write(req); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if _, err := io.ReadFull(c, resp); err != nil {
-			t.Fatalf("response %d: %v", i, err)
-		}
-	}
-	if _, err := c.Write(bytes.Repeat([]byte("b"), bulk)); err != nil {
-		t.Fatalf("bulk write: %v", err)
-	}
-	if n, err := c.Read(resp); err != io.EOF {
-		t.Fatalf("after bulk: read %d bytes, %v; want EOF", n, err)
-	}
-	local := c.LocalAddr().(*net.TCPAddr)
-	if err := c.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	return local, serverErr
+	return netnstest.TCPConversation{Rounds: 50, Bulk: bulk, Timeout: itIOTimeout}.Converse(t, pair, src, to)
 }
 
 // itOtherPort sends UDP and TCP to port 9090, which is not counted.
 func itOtherPort(t *testing.T, e *itEnv) {
 	before := itFlows(t, e.d)
-	itSendUDP(t, e.pair, netnstest.SenderIPv4, 40090, netnstest.ReceiverIPv4, 9090, itUDPSizes(40, 1000))
-	itSendUDP(t, e.pair, netnstest.SenderIPv6, 40090, netnstest.ReceiverIPv6, 9090, itUDPSizes(40, 1000))
-	_, serverErr := itTCPConversation(t, e.pair, netnstest.SenderIPv4, netip.AddrPortFrom(netnstest.ReceiverIPv4, 9090), 20<<10)
-	if err := <-serverErr; err != nil {
-		t.Fatalf("server: %v", err)
-	}
+	itSendUDP(t, e.pair, netnstest.SenderIPv4, 40090, netnstest.ReceiverIPv4, 9090, netnstest.UDPSizes(40, 1000))
+	itSendUDP(t, e.pair, netnstest.SenderIPv6, 40090, netnstest.ReceiverIPv6, 9090, netnstest.UDPSizes(40, 1000))
+	itTCPConversation(t, e.pair, netnstest.SenderIPv4, netip.AddrPortFrom(netnstest.ReceiverIPv4, 9090), 20<<10)
 	time.Sleep(100 * time.Millisecond)
 	after := itFlows(t, e.d)
 	for k, v := range after {
@@ -451,36 +291,6 @@ func itOtherPort(t *testing.T, e *itEnv) {
 	if len(after) != len(before) {
 		t.Errorf("%d flows before, %d after", len(before), len(after))
 	}
-}
-
-// itLinkXDP returns the XDP attachment of iface in namespace ns from
-// `ip -j -d link show`: the program ID and mode attribute (1 driver,
-// 2 generic), or ok false when none is attached.
-func itLinkXDP(t *testing.T, ns, iface string) (progID uint32, mode int, ok bool) {
-	t.Helper()
-	out, err := netnstest.Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var links []struct {
-		XDP *struct {
-			Mode int `json:"mode"`
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		t.Fatalf("parse ip link output: %v\n%s", err, out)
-	}
-	x := links[0].XDP
-	if x == nil {
-		return 0, 0, false
-	}
-	if x.Prog == nil {
-		t.Fatalf("xdp attribute without a program:\n%s", out)
-	}
-	return x.Prog.ID, x.Mode, true
 }
 
 func itProgID(t *testing.T, d *Datapath) uint32 {
@@ -504,16 +314,16 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			pair := netnstest.New(t)
 			first, second := itLoad(t), itLoad(t)
 			ns, iface := pair.Receiver, netnstest.ReceiverIface
-			if _, _, ok := itLinkXDP(t, ns, iface); ok {
+			if _, ok := netnstest.LinkXDP(t, ns, iface); ok {
 				t.Fatalf("%s has an XDP program before the test", iface)
 			}
 			if _, err := itAttach(pair, first, mode); err != nil {
 				t.Fatalf("Attach first: %v", err)
 			}
-			id, m, ok := itLinkXDP(t, ns, iface)
-			if !ok || id != itProgID(t, first) || m != wantMode[mode] {
+			x, ok := netnstest.LinkXDP(t, ns, iface)
+			if !ok || x.ProgID != itProgID(t, first) || x.Mode != wantMode[mode] {
 				t.Fatalf("ip link shows program %d mode %d (attached %v), want %d mode %d",
-					id, m, ok, itProgID(t, first), wantMode[mode])
+					x.ProgID, x.Mode, ok, itProgID(t, first), wantMode[mode])
 			}
 
 			// A second program is refused, in every mode, and the first
@@ -531,12 +341,12 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			if len(second.Attached()) != 0 {
 				t.Errorf("second datapath reports attachments %v", second.Attached())
 			}
-			if id2, _, _ := itLinkXDP(t, ns, iface); id2 != itProgID(t, first) {
-				t.Fatalf("after the refused attach ip link shows program %d, want %d", id2, itProgID(t, first))
+			if x2, _ := netnstest.LinkXDP(t, ns, iface); x2.ProgID != itProgID(t, first) {
+				t.Fatalf("after the refused attach ip link shows program %d, want %d", x2.ProgID, itProgID(t, first))
 			}
 
 			// The first keeps counting; the second sees nothing.
-			sizes := itUDPSizes(64, 1400)
+			sizes := netnstest.UDPSizes(64, 1400)
 			wantBytes := itSendUDP(t, pair, netnstest.SenderIPv4, 40001, netnstest.ReceiverIPv4, 8080, sizes)
 			idx, err := netnstest.Ifindex(ns, iface)
 			if err != nil {
@@ -555,8 +365,8 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			if err := first.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			if id, _, ok := itLinkXDP(t, ns, iface); ok {
-				t.Fatalf("program %d still attached after Close", id)
+			if x, ok := netnstest.LinkXDP(t, ns, iface); ok {
+				t.Fatalf("program %d still attached after Close", x.ProgID)
 			}
 
 			// The interface is free again: the second attaches, and
@@ -564,14 +374,14 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			if _, err := itAttach(pair, second, mode); err != nil {
 				t.Fatalf("Attach second after the first closed: %v", err)
 			}
-			if id, _, ok := itLinkXDP(t, ns, iface); !ok || id != itProgID(t, second) {
-				t.Fatalf("ip link shows program %d (attached %v), want %d", id, ok, itProgID(t, second))
+			if x, ok := netnstest.LinkXDP(t, ns, iface); !ok || x.ProgID != itProgID(t, second) {
+				t.Fatalf("ip link shows program %d (attached %v), want %d", x.ProgID, ok, itProgID(t, second))
 			}
 			if err := second.Detach(iface); err != nil {
 				t.Fatalf("Detach: %v", err)
 			}
-			if id, _, ok := itLinkXDP(t, ns, iface); ok {
-				t.Fatalf("program %d still attached after Detach", id)
+			if x, ok := netnstest.LinkXDP(t, ns, iface); ok {
+				t.Fatalf("program %d still attached after Detach", x.ProgID)
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package datapath
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -97,8 +96,8 @@ func testSIGKILLDetaches(t *testing.T, mode AttachMode) {
 	})
 
 	progID := skWaitAttached(t, lines, &stderr)
-	if id, ok := skLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || id != progID {
-		t.Fatalf("XDP program on %s: %d (attached %v), want the child's program %d", netnstest.ReceiverIface, id, ok, progID)
+	if x, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || ebpf.ProgramID(x.ProgID) != progID {
+		t.Fatalf("XDP program on %s: %d (attached %v), want the child's program %d", netnstest.ReceiverIface, x.ProgID, ok, progID)
 	}
 	linkIDs, mapIDs := skChildObjects(t, progID)
 	if len(linkIDs) != 1 || len(mapIDs) == 0 {
@@ -120,8 +119,8 @@ func testSIGKILLDetaches(t *testing.T, mode AttachMode) {
 	deadline := killed.Add(10 * time.Second)
 	for {
 		left = left[:0]
-		if id, ok := skLinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-			left = append(left, fmt.Sprintf("XDP program %d on %s", id, netnstest.ReceiverIface))
+		if x, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+			left = append(left, fmt.Sprintf("XDP program %d on %s", x.ProgID, netnstest.ReceiverIface))
 		}
 		left = append(left, skAlive(progID, linkIDs, mapIDs)...)
 		if len(left) == 0 || time.Now().After(deadline) {
@@ -217,33 +216,6 @@ func skAlive(prog ebpf.ProgramID, links []link.ID, maps []ebpf.MapID) []string {
 		check(fmt.Sprintf("map %d", id), m, err)
 	}
 	return out
-}
-
-// skLinkXDP returns the ID of the XDP program attached to iface in
-// namespace ns according to `ip -j -d link show`, or ok false.
-func skLinkXDP(t *testing.T, ns, iface string) (progID ebpf.ProgramID, ok bool) {
-	t.Helper()
-	out, err := netnstest.Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var links []struct {
-		XDP *struct {
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		t.Fatalf("parse ip link output: %v\n%s", err, out)
-	}
-	if links[0].XDP == nil {
-		return 0, false
-	}
-	if links[0].XDP.Prog == nil {
-		t.Fatalf("xdp attribute without a program:\n%s", out)
-	}
-	return ebpf.ProgramID(links[0].XDP.Prog.ID), true
 }
 
 // TestSIGKILLChild is the child process of TestSIGKILLDetaches, selected
