@@ -85,13 +85,8 @@ func sendTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 // headers and payload.
 func sendUDP(t *testing.T, pair *netnstest.Pair, src netip.Addr, sport uint16, dst netip.Addr, dport uint16, sizes []int) counts {
 	t.Helper()
-	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
-	client := netnstest.ListenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
-	dgrams := make([]netnstest.Datagram, len(sizes))
-	for i, size := range sizes {
-		dgrams[i] = netnstest.Datagram{From: client, Size: size}
-	}
-	b := netnstest.SendUDP(t, server, netip.AddrPortFrom(dst, dport), dgrams, netnstest.UDPPacing{Batch: 32, Timeout: ioTimeout, InOrder: true})
+	b := netnstest.SendUDPFlow(t, pair, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), sizes,
+		netnstest.UDPPacing{Batch: 32, Timeout: ioTimeout, InOrder: true})
 	return counts{Packets: uint64(len(sizes)), Bytes: b}
 }
 

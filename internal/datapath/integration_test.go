@@ -129,13 +129,8 @@ func itStableFlow(t *testing.T, d *Datapath, k FlowKey) (v FlowValue, ok bool) {
 // total frame bytes (see netnstest.SendUDP).
 func itSendUDP(t *testing.T, pair *netnstest.Pair, src netip.Addr, sport uint16, dst netip.Addr, dport uint16, sizes []int) uint64 {
 	t.Helper()
-	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, dport))
-	client := netnstest.ListenUDP(t, pair.Sender, netip.AddrPortFrom(src, sport))
-	dgrams := make([]netnstest.Datagram, len(sizes))
-	for i, size := range sizes {
-		dgrams[i] = netnstest.Datagram{From: client, Size: size}
-	}
-	return netnstest.SendUDP(t, server, netip.AddrPortFrom(dst, dport), dgrams, netnstest.UDPPacing{Batch: 32, Timeout: itIOTimeout})
+	return netnstest.SendUDPFlow(t, pair, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), sizes,
+		netnstest.UDPPacing{Batch: 32, Timeout: itIOTimeout})
 }
 
 func TestIntegrationTraffic(t *testing.T) {

@@ -158,6 +158,21 @@ func SendUDP(tb testing.TB, server *net.UDPConn, to netip.AddrPort, dgrams []Dat
 	return frameBytes
 }
 
+// SendUDPFlow opens a UDP socket on dst in pair's receiver namespace and
+// one on src in its sender namespace (both closed when the test ends) and
+// sends one datagram per payload size from src to dst with SendUDP, paced
+// and checked as p says. It returns the datagrams' total frame bytes.
+func SendUDPFlow(tb testing.TB, pair *Pair, src, dst netip.AddrPort, sizes []int, p UDPPacing) uint64 {
+	tb.Helper()
+	server := ListenUDP(tb, pair.Receiver, dst)
+	client := ListenUDP(tb, pair.Sender, src)
+	dgrams := make([]Datagram, len(sizes))
+	for i, size := range sizes {
+		dgrams[i] = Datagram{From: client, Size: size}
+	}
+	return SendUDP(tb, server, dst, dgrams, p)
+}
+
 // TCPConversation says what a TCP conversation run by Converse does.
 type TCPConversation struct {
 	// Rounds is the number of request/response round trips: 100-byte

@@ -74,3 +74,17 @@ func TestTraffic(t *testing.T) {
 		}
 	}
 }
+
+func TestSendUDPFlow(t *testing.T) {
+	p := New(t)
+	sizes := UDPSizes(40, MaxUDPPayload(ReceiverIPv6))
+	var want uint64
+	for _, s := range sizes {
+		want += UDPFrameBytes(ReceiverIPv6, s)
+	}
+	got := SendUDPFlow(t, p, netip.AddrPortFrom(SenderIPv6, 40112), netip.AddrPortFrom(ReceiverIPv6, 7012), sizes,
+		UDPPacing{Batch: 32, Timeout: 5 * time.Second, InOrder: true})
+	if got != want {
+		t.Errorf("SendUDPFlow returned %d frame bytes, want %d", got, want)
+	}
+}
