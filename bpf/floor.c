@@ -23,9 +23,7 @@ SEC("xdp")
 int floor_lookup(struct xdp_md *ctx)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) == 0) {
-		key.ifindex = ctx->ingress_ifindex;
+	if (parse_key(ctx, &key) == 0) {
 		if (!bpf_map_lookup_elem(&flows, &key))
 			stat_add(STAT_OVERFLOW_PACKETS, 1);
 	}
@@ -36,9 +34,7 @@ SEC("xdp")
 int floor_lookup_atomic(struct xdp_md *ctx)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) == 0) {
-		key.ifindex = ctx->ingress_ifindex;
+	if (parse_key(ctx, &key) == 0) {
 		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 		if (v) {
 			__sync_fetch_and_add(&v->counters.packets, 1);
@@ -52,9 +48,7 @@ SEC("xdp")
 int floor_lookup_lock(struct xdp_md *ctx)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) == 0) {
-		key.ifindex = ctx->ingress_ifindex;
+	if (parse_key(ctx, &key) == 0) {
 		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 		if (v) {
 			__u64 len = ctx->data_end - ctx->data;
@@ -71,9 +65,7 @@ SEC("xdp")
 int floor_lookup_lock_clock(struct xdp_md *ctx)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) == 0) {
-		key.ifindex = ctx->ingress_ifindex;
+	if (parse_key(ctx, &key) == 0) {
 		__u64 now = bpf_ktime_get_coarse_ns();
 		struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
 		if (v) {

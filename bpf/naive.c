@@ -47,10 +47,8 @@ int naive(struct xdp_md *ctx)
 	bpf_printk("naive: packet of %llu bytes", len);
 
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) != 0 || key.dport != 8080)
+	if (parse_key(ctx, &key) != 0 || key.dport != 8080)
 		return XDP_PASS;
-	key.ifindex = ctx->ingress_ifindex;
 
 	struct naive_value *v = bpf_map_lookup_elem(&naive_flows, &key);
 	if (!v) {

@@ -339,15 +339,23 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 	stat_add(STAT_OVERFLOW_BYTES, len);
 }
 
+/* parse_key fills key, padding zeroed, from the frame and the interface it
+ * arrived on. Returns 0 when the packet is counted. */
+static __always_inline int parse_key(struct xdp_md *ctx, struct flow_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	if (parse(ctx, key) != 0)
+		return -1;
+	key->ifindex = ctx->ingress_ifindex;
+	return 0;
+}
+
 SEC("xdp")
 int xdpflow(struct xdp_md *ctx)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (parse(ctx, &key) == 0) {
-		key.ifindex = ctx->ingress_ifindex;
+	if (parse_key(ctx, &key) == 0)
 		count(&key, ctx->data_end - ctx->data);
-	}
 	return XDP_PASS;
 }
 
