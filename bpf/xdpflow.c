@@ -22,6 +22,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #ifndef EEXIST
 #define EEXIST 17
 #endif
+#ifndef E2BIG
+#define E2BIG 7
+#endif
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
@@ -46,6 +49,17 @@ volatile const __u64 new_conns_per_event = 5;
 /* Connections inserted since load; the every-N trigger is derived from the
  * value returned by the atomic add, never from a re-read. */
 __u64 new_connections = 0;
+
+/* Evictions since load, counted after each delete; and evictions + 1 as it
+ * was when an insert last found the table full (0: never full). The table
+ * frees entries only through xdpflow_evict, so while full_mark equals
+ * evictions + 1 it is still full: a new connection then goes straight to
+ * overflow instead of failing a costly insert under the bucket lock (a SYN
+ * flood into a full table costs about half as much per packet). An insert
+ * that failed just before an eviction stored an older generation, which
+ * no longer matches, so a freed entry is used again at once. */
+__u64 evictions = 0;
+__u64 full_mark = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -306,6 +320,21 @@ static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 }
 
+static __always_inline int table_full(__u64 generation)
+{
+	return full_mark == generation + 1;
+}
+
+/* mark_full records that an insert failed while generation evictions had
+ * happened; it writes only on a change, so that a flood of new
+ * connections into a full table reads the line on every CPU without
+ * bouncing it between them. */
+static __always_inline void mark_full(__u64 generation)
+{
+	if (full_mark != generation + 1)
+		full_mark = generation + 1;
+}
+
 /* count adds one packet to key's entry, inserting it if needed.
  *
  * No packet is lost to a race: an insert that finds the key already there
@@ -327,13 +356,18 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 				return;
 			continue; /* being evicted, or reused for another key */
 		}
+		__u64 generation = *(volatile __u64 *)&evictions;
+		if (table_full(generation))
+			break;
 		long err = insert(key, len, now);
 		if (err == 0) {
 			on_new_connection(now);
 			return;
 		}
+		if (err == -E2BIG)
+			mark_full(generation);
 		if (err != -EEXIST)
-			break; /* map full */
+			break; /* full, or the bucket lock failed */
 	}
 	stat_add(STAT_OVERFLOW_PACKETS, 1);
 	stat_add(STAT_OVERFLOW_BYTES, len);
@@ -401,7 +435,9 @@ int xdpflow_evict(struct xdp_md *ctx)
 		msg->found = 0;
 		return XDP_PASS;
 	}
-	bpf_map_delete_elem(&flows, &key);
+	/* Counted after the delete: see evictions. */
+	if (bpf_map_delete_elem(&flows, &key) == 0)
+		__sync_fetch_and_add(&evictions, 1);
 	msg->found = 1;
 	msg->counters = final;
 	return XDP_PASS;

@@ -74,3 +74,66 @@ func keyOf(i int, ifindex uint32) FlowKey {
 	k.Ifindex = ifindex
 	return k
 }
+
+// TestFullTableAfterEviction checks the full-table hint: once an insert
+// found the table full, new connections overflow without trying to
+// insert, until an eviction frees an entry, which the next new connection
+// takes; then the table is full again.
+func TestFullTableAfterEviction(t *testing.T) {
+	privtest.RequireRoot(t)
+	const maxConns = 16
+	opts := testOptions()
+	opts.MaxConnections = maxConns
+	d := loadDatapath(t, opts)
+	ifindex := loopbackIndex(t)
+	for i := range maxConns + 2 {
+		runFrame(t, d, keyFrame(i))
+	}
+	if st := readStats(t, d); st.NewConnections != maxConns || st.OverflowPackets != 2 {
+		t.Fatalf("after filling: %+v, want %d connections and 2 overflow packets", st, maxConns)
+	}
+	checkFullHint(t, d, 0, true)
+
+	// Two evictions free two entries: the next two new connections take
+	// them, the third overflows.
+	var evicted FlowTable
+	if err := d.Evict([]FlowKey{keyOf(0, ifindex), keyOf(1, ifindex)}, &evicted); err != nil || evicted.Len() != 2 {
+		t.Fatalf("Evict = %v, %d flows; want 2", err, evicted.Len())
+	}
+	checkFullHint(t, d, 2, false)
+	for i := 100; i < 103; i++ {
+		runFrame(t, d, keyFrame(i))
+	}
+	flows := readFlows(t, d)
+	for i := 100; i < 102; i++ {
+		if v, ok := flows[keyOf(i, ifindex)]; !ok || v.Packets != 1 {
+			t.Errorf("connection %d after the eviction: %+v (present %v), want stored with 1 packet", i, v, ok)
+		}
+	}
+	if _, ok := flows[keyOf(102, ifindex)]; ok {
+		t.Errorf("connection 102 stored in a full table")
+	}
+	if st := readStats(t, d); st.NewConnections != maxConns+2 || st.OverflowPackets != 3 {
+		t.Fatalf("after the evictions: %+v, want %d connections and 3 overflow packets", st, maxConns+2)
+	}
+	if len(flows) != maxConns {
+		t.Fatalf("%d flows, want %d", len(flows), maxConns)
+	}
+	checkFullHint(t, d, 2, true)
+}
+
+// checkFullHint checks the program's eviction count and whether it holds
+// the table full.
+func checkFullHint(t *testing.T, d *Datapath, evictions uint64, full bool) {
+	t.Helper()
+	var gotEvictions, mark uint64
+	if err := d.objs.Evictions.Get(&gotEvictions); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.objs.FullMark.Get(&mark); err != nil {
+		t.Fatal(err)
+	}
+	if gotEvictions != evictions || (mark == evictions+1) != full {
+		t.Errorf("evictions %d, full_mark %d; want %d evictions, full %v", gotEvictions, mark, evictions, full)
+	}
+}

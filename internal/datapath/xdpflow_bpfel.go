@@ -79,6 +79,8 @@ const (
 	xdpflowVarAllPorts           = "all_ports"
 	xdpflowVarCountTcp           = "count_tcp"
 	xdpflowVarCountUdp           = "count_udp"
+	xdpflowVarEvictions          = "evictions"
+	xdpflowVarFullMark           = "full_mark"
 	xdpflowVarNewConnections     = "new_connections"
 	xdpflowVarNewConnsPerEvent   = "new_conns_per_event"
 	xdpflowVarPortBitmap         = "port_bitmap"
@@ -149,6 +151,8 @@ type xdpflowVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
 	CountTcp           *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp           *ebpf.VariableSpec `ebpf:"count_udp"`
+	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
+	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.VariableSpec `ebpf:"port_bitmap"`
@@ -197,6 +201,8 @@ type xdpflowVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
 	CountTcp           *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp           *ebpf.Variable `ebpf:"count_udp"`
+	Evictions          *ebpf.Variable `ebpf:"evictions"`
+	FullMark           *ebpf.Variable `ebpf:"full_mark"`
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.Variable `ebpf:"port_bitmap"`

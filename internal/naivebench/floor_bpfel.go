@@ -70,6 +70,8 @@ const (
 	floorVarAllPorts              = "all_ports"
 	floorVarCountTcp              = "count_tcp"
 	floorVarCountUdp              = "count_udp"
+	floorVarEvictions             = "evictions"
+	floorVarFullMark              = "full_mark"
 	floorVarNewConnections        = "new_connections"
 	floorVarNewConnsPerEvent      = "new_conns_per_event"
 	floorVarPortBitmap            = "port_bitmap"
@@ -146,6 +148,8 @@ type floorVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
 	CountTcp           *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp           *ebpf.VariableSpec `ebpf:"count_udp"`
+	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
+	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.VariableSpec `ebpf:"port_bitmap"`
@@ -196,6 +200,8 @@ type floorVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
 	CountTcp           *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp           *ebpf.Variable `ebpf:"count_udp"`
+	Evictions          *ebpf.Variable `ebpf:"evictions"`
+	FullMark           *ebpf.Variable `ebpf:"full_mark"`
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.Variable `ebpf:"port_bitmap"`

@@ -63,6 +63,8 @@ const (
 	naiveVarAllPorts            = "all_ports"
 	naiveVarCountTcp            = "count_tcp"
 	naiveVarCountUdp            = "count_udp"
+	naiveVarEvictions           = "evictions"
+	naiveVarFullMark            = "full_mark"
 	naiveVarNaiveNewConnections = "naive_new_connections"
 	naiveVarNewConnections      = "new_connections"
 	naiveVarNewConnsPerEvent    = "new_conns_per_event"
@@ -137,6 +139,8 @@ type naiveVariableSpecs struct {
 	AllPorts            *ebpf.VariableSpec `ebpf:"all_ports"`
 	CountTcp            *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp            *ebpf.VariableSpec `ebpf:"count_udp"`
+	Evictions           *ebpf.VariableSpec `ebpf:"evictions"`
+	FullMark            *ebpf.VariableSpec `ebpf:"full_mark"`
 	NaiveNewConnections *ebpf.VariableSpec `ebpf:"naive_new_connections"`
 	NewConnections      *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent    *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
@@ -190,6 +194,8 @@ type naiveVariables struct {
 	AllPorts            *ebpf.Variable `ebpf:"all_ports"`
 	CountTcp            *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp            *ebpf.Variable `ebpf:"count_udp"`
+	Evictions           *ebpf.Variable `ebpf:"evictions"`
+	FullMark            *ebpf.Variable `ebpf:"full_mark"`
 	NaiveNewConnections *ebpf.Variable `ebpf:"naive_new_connections"`
 	NewConnections      *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent    *ebpf.Variable `ebpf:"new_conns_per_event"`
