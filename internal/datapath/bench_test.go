@@ -187,6 +187,92 @@ func (s *keyStepper) fill(tb testing.TB, target *ebpf.Program) {
 	}
 }
 
+// newKeyCycler returns a benchmark-only XDP program that makes a repeated
+// BPF_PROG_TEST_RUN cycle over a set of k connections, k a power of two of
+// at most 256: every run adds the frame's stride (the byte at
+// cycleStrideOffset, in the TCP payload, which the program never reads) to
+// the last octet of the IPv4 source address of an untagged frame, modulo k
+// (an add and an AND with k-1), then tail-calls target. From a frame whose
+// last octet is 0, run j (counting from 1) is the connection whose last
+// octet is stride*j mod k; an odd stride visits all k. Like the key stepper
+// it relies on the kernel keeping the frame buffer between the runs of one
+// call. The stride is in the frame, not the program, so that two CPUs with
+// different strides run one program: see keySetCases. target stays in the
+// cycler's own program array until the benchmark ends, so that two CPUs
+// can run the cycler at once (a put or delete per call would race between
+// them). If the tail call fails, or the frame is too short, the cycler
+// returns XDP_ABORTED, which benchRun reports as an error.
+func newKeyCycler(tb testing.TB, k int, target *ebpf.Program) *ebpf.Program {
+	tb.Helper()
+	if k < 1 || k > 256 || k&(k-1) != 0 {
+		tb.Fatalf("key cycler over %d keys: want a power of two up to 256", k)
+	}
+	slots, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		tb.Fatalf("create program array: %v", err)
+	}
+	tb.Cleanup(func() { slots.Close() })
+	const lastOctet = ipv4SrcOffset + 3
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // ctx->data
+		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // ctx->data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, cycleStrideOffset+1),
+		asm.JGT.Reg(asm.R4, asm.R3, "abort"),
+		asm.LoadMem(asm.R5, asm.R2, lastOctet, asm.Byte),
+		asm.LoadMem(asm.R4, asm.R2, cycleStrideOffset, asm.Byte),
+		asm.Add.Reg(asm.R5, asm.R4),
+		asm.And.Imm(asm.R5, int32(k-1)),
+		asm.StoreMem(asm.R2, lastOctet, asm.R5, asm.Byte),
+		// R1 is still the context.
+		asm.LoadMapPtr(asm.R2, slots.FD()),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("abort"), // XDP_ABORTED
+		asm.Return(),
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xdp_keycycle", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: insns})
+	if err != nil {
+		tb.Fatalf("load key cycler over %d keys: %v", k, err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+	if err := slots.Put(uint32(0), target); err != nil {
+		tb.Fatalf("put key cycler's tail-call target: %v", err)
+	}
+	tb.Cleanup(func() { _ = slots.Delete(uint32(0)) })
+	return prog
+}
+
+// addCycleVisits adds to visits[i], calls times, how many of the runs of
+// one call of a cycler over k keys with stride, from key 0, are on key i.
+func addCycleVisits(visits []uint64, k, stride, runs, calls int) {
+	for j := 1; j <= min(k, runs); j++ {
+		// Runs j, j+k, j+2k, ... are all on key stride*j mod k.
+		visits[stride*j%k] += uint64(calls * ((runs-j)/k + 1))
+	}
+}
+
+// The key sets of BenchmarkMultiCore: connection i (0 to 255) is from
+// 198.51.101.i port 41000, apart from every other benchmark connection.
+// A key cycler reads its stride from the first payload byte of the frame.
+const (
+	cycleKeys         = 256
+	cyclePort         = 41000
+	cycleStrideOffset = ethHdrLen + ipv4HdrLen + tcpHdrLen
+)
+
+var cyclePrefix = netip.MustParsePrefix("198.51.101.0/24")
+
+// cycleFrame is the frame of connection i of the key sets, for a key
+// cycler stepping by stride.
+func cycleFrame(i, stride int) []byte {
+	a := cyclePrefix.Addr().As4()
+	a[3] = byte(i)
+	f := tcp4Frame(netip.AddrFrom4(a).String(), cyclePort, 8080, 10)
+	f[cycleStrideOffset] = byte(stride)
+	return f
+}
+
 // Frames of the benchmarks: 64 bytes, except IPv6 (74, the smallest TCP
 // frame), to port 8080 unless said otherwise.
 func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
@@ -572,11 +658,109 @@ type multiCase struct {
 	busy []float64
 }
 
+// keySetSizes are the K of BenchmarkMultiCore's key-set sweep.
+var keySetSizes = []int{1, 2, 4, 16, 256}
+
+// keySetStrides are the strides of the key cyclers of CPU 0 and CPU 1.
+// Both are odd, so each CPU visits all K keys of a set, and they differ, so
+// the CPUs' positions in the set drift apart and together: two keys apart
+// per pair of runs in lockstep, and by however much one CPU runs ahead of
+// the other, which varies. The CPUs then meet on one key now and then,
+// roughly as two independent streams of packets over K connections would
+// (about one packet in K). With one stride for both, the CPUs would keep
+// the phase they started with: both starting on one key, every packet would
+// collide, as in same-key-2cpu, and a fixed offset apart, none would.
+var keySetStrides = [2]int{1, 3}
+
+// keySetCase is one K of the key-set sweep: its 1-CPU and 2-CPU cases.
+type keySetCase struct {
+	k        int
+	one, two *multiCase
+}
+
+// keySetCases returns the cases of the key-set sweep over target, whose
+// table must hold the cycleKeys connections of cycleFrame: for each K a
+// 1-CPU case (the stride of CPU 0, run on either CPU) and a 2-CPU case,
+// every call repeat runs from connection 0. Both CPUs run one cycler and
+// differ only in their frames' strides, as disjoint-2cpu differs only in
+// its frames: every BPF_PROG_TEST_RUN call puts its program in the
+// kernel's XDP dispatcher and takes it out after (an RCU grace period when
+// that changes the set of programs), and with a different program per CPU
+// the two calls were measured to largely take turns (K = 1 read less than
+// a third of same-key-2cpu's ns per packet, busy 0.4) rather than overlap.
+func keySetCases(tb testing.TB, target *ebpf.Program, repeat int) []keySetCase {
+	tb.Helper()
+	var frames [2][]byte
+	for cpu, stride := range keySetStrides {
+		frames[cpu] = cycleFrame(0, stride)
+	}
+	var sets []keySetCase
+	for _, k := range keySetSizes {
+		c := newKeyCycler(tb, k, target)
+		sets = append(sets, keySetCase{
+			k: k,
+			one: &multiCase{
+				name: fmt.Sprintf("set%d-1cpu", k),
+				what: fmt.Sprintf("ours, hit, cycling over %d connections (stride %d), one CPU (0 and 1 alternately)", k, keySetStrides[0]),
+				jobs: []pinnedJob{{c, frames[0], repeat}},
+			},
+			two: &multiCase{
+				name: fmt.Sprintf("set%d-2cpu", k),
+				what: fmt.Sprintf("ours, hit, both CPUs cycling over the same %d connections (strides %d and %d)", k, keySetStrides[0], keySetStrides[1]),
+				jobs: []pinnedJob{{c, frames[0], repeat}, {c, frames[1], repeat}},
+			},
+		})
+	}
+	return sets
+}
+
+// checkKeySetVisits fails the benchmark unless every connection of the key
+// sets counted its insert and exactly the runs the cyclers of sets made on
+// it, repeat per call: that every run was a hit on the connection it was
+// meant to be (the kernel kept the frame between runs).
+func checkKeySetVisits(b *testing.B, d *Datapath, sets []keySetCase, repeat int) {
+	b.Helper()
+	want := make([]uint64, cycleKeys)
+	for i := range want {
+		want[i] = 1 // the insert
+	}
+	for _, s := range sets {
+		addCycleVisits(want, s.k, keySetStrides[0], repeat, len(s.one.samples))
+		for cpu := range s.two.jobs {
+			addCycleVisits(want, s.k, keySetStrides[cpu], repeat, len(s.two.samples))
+		}
+	}
+	got := make([]uint64, cycleKeys)
+	for key, v := range readFlows(b, d) {
+		if key.SrcPort == cyclePort && cyclePrefix.Contains(key.Addr()) {
+			got[key.Addr().As4()[3]] = v.Packets
+		}
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			b.Fatalf("key-set connection %d counted %d packets, want %d", i, got[i], want[i])
+		}
+	}
+}
+
 // BenchmarkMultiCore measures the hit path run from both CPUs at once, on
 // one connection (both CPUs take the same entry's lock: the worst case)
 // and on one connection per CPU (what RSS gives), next to the same on one
 // CPU, and the empty program likewise. It reports ns per packet on each
 // CPU and the throughput ratio, 2 CPUs / 1 CPU (2.00 is perfect scaling).
+//
+// Between the two extremes, a key-set sweep: both CPUs run packets over
+// the same set of K existing connections, K = 1, 2, 4, 16, 256 (setK-2cpu),
+// next to the same set on one CPU (setK-1cpu). A key cycler
+// (newKeyCycler), one program run by both CPUs, steps each CPU's frame
+// through the set, CPU 0's with stride 1 and CPU 1's with stride 3 (see
+// keySetStrides); the 1-CPU case uses stride 1 on whichever CPU runs it.
+// The cycler's own cost (two byte loads, an add, an AND, a store and a
+// tail call) is in the 1-CPU and the 2-CPU figures alike, so the ratio
+// stays fair; the ns per packet of these cases are not the hit path
+// alone. All 256 connections are inserted before measuring, and the
+// packets each one counted are checked afterwards against what the
+// cyclers visited.
 func BenchmarkMultiCore(b *testing.B) {
 	privtest.RequireRoot(b)
 	if runtime.NumCPU() < 2 {
@@ -590,6 +774,9 @@ func BenchmarkMultiCore(b *testing.B) {
 	keyA, keyB := benchFrameV4(), tcp4Frame("198.51.100.3", 40001, 8080, 10)
 	runFrame(b, d, keyA)
 	runFrame(b, d, keyB)
+	for i := range cycleKeys {
+		runFrame(b, d, cycleFrame(i, 0))
+	}
 	before := readStats(b, d)
 	// Lock-free counting on one connection, for comparison: the floor
 	// program doing two atomic adds instead of taking the lock.
@@ -613,6 +800,12 @@ func BenchmarkMultiCore(b *testing.B) {
 		{name: "disjoint-2cpu", what: "ours, hit, one connection per CPU", jobs: []pinnedJob{job(d.Program(), keyA), job(d.Program(), keyB)}},
 		{name: "atomic-1cpu", what: "floor-atomic (lookup + 2 atomic adds, no lock), one CPU", jobs: []pinnedJob{job(floor.LookupAtomic, keyA)}},
 		{name: "atomic-same-key-2cpu", what: "floor-atomic, both CPUs on one connection", jobs: []pinnedJob{job(floor.LookupAtomic, keyA), job(floor.LookupAtomic, keyA)}},
+	}
+	baseline := map[string]string{"empty-2cpu": "empty-1cpu", "same-key-2cpu": "hit-1cpu", "disjoint-2cpu": "hit-1cpu", "atomic-same-key-2cpu": "atomic-1cpu"}
+	sets := keySetCases(b, d.Program(), repeat)
+	for _, s := range sets {
+		cases = append(cases, s.one, s.two)
+		baseline[s.two.name] = s.one.name
 	}
 	start := time.Now()
 	for r := range *benchMCRounds {
@@ -646,6 +839,7 @@ func BenchmarkMultiCore(b *testing.B) {
 	if st := readStats(b, d); st.NewConnections != before.NewConnections || st.OverflowPackets != 0 {
 		b.Fatalf("hit-path table changed: %+v, was %+v", st, before)
 	}
+	checkKeySetVisits(b, d, sets, repeat)
 
 	// For a 1-CPU case the CPU 0 column holds both CPUs' samples.
 
@@ -658,7 +852,6 @@ func BenchmarkMultiCore(b *testing.B) {
 		}
 		return t
 	}
-	baseline := map[string]string{"empty-2cpu": "empty-1cpu", "same-key-2cpu": "hit-1cpu", "disjoint-2cpu": "hit-1cpu", "atomic-same-key-2cpu": "atomic-1cpu"}
 	byName := map[string]*multiCase{}
 	for _, c := range cases {
 		byName[c.name] = c
