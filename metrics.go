@@ -41,6 +41,39 @@ type snapshot struct {
 	stats          datapath.Stats
 	// connections is the number of entries left in the kernel table.
 	connections int
+	// later maps the index (in flow order) of a connection that is not
+	// the first in the snapshot with its key to how many came before it.
+	// See laterSeries.
+	later map[int]int
+}
+
+// seriesStep separates the timestamps of two series of one connection key
+// in one snapshot. Prometheus has millisecond timestamps and rejects two
+// samples of one series (its labels ignore start times) at one timestamp.
+const seriesStep = time.Millisecond
+
+// laterSeries finds the connections of s whose key already came earlier in
+// flow order: an evicted connection whose final counts wait since a failed
+// export, and which came back (a live entry) or was evicted again. Only
+// the first carried finals can repeat a key, so without any (the usual
+// case) it returns nil at no cost.
+func laterSeries(s *snapshot, carried int) map[int]int {
+	if carried == 0 {
+		return nil
+	}
+	seen := make(map[datapath.FlowKey]int, carried)
+	later := map[int]int{}
+	for i := range s.flowCount() {
+		k, _ := s.flow(i)
+		n, ok := seen[*k]
+		if n > 0 {
+			later[i] = n
+		}
+		if ok || i < carried {
+			seen[*k] = n + 1
+		}
+	}
+	return later
 }
 
 // metricsBuilder converts snapshots into OTLP metrics.
@@ -57,16 +90,27 @@ type metricsBuilder struct {
 // is never all in memory at once.
 const maxFlowsPerExport = 8192
 
-// flowCount is the number of connections in s: live, then evicted.
-func (s *snapshot) flowCount() int { return s.flows.Len() + s.evicted.Len() }
+// flowCount is the number of connections in s: evicted, then live.
+func (s *snapshot) flowCount() int { return s.evicted.Len() + s.flows.Len() }
 
-// flow returns the i-th connection of s, counting live flows first.
+// flow returns the i-th connection of s, counting evicted flows first, so
+// that an ended series comes before the one that follows it.
 func (s *snapshot) flow(i int) (*datapath.FlowKey, *datapath.FlowValue) {
-	if i < s.flows.Len() {
-		return &s.flows.Keys[i], &s.flows.Values[i]
+	if i < s.evicted.Len() {
+		return &s.evicted.Keys[i], &s.evicted.Values[i]
 	}
-	i -= s.flows.Len()
-	return &s.evicted.Keys[i], &s.evicted.Values[i]
+	i -= s.evicted.Len()
+	return &s.flows.Keys[i], &s.flows.Values[i]
+}
+
+// timestamp is the Timestamp of the i-th connection's points: the
+// snapshot's time, one seriesStep later for each earlier series of the
+// same key.
+func (s *snapshot) timestamp(i int, now pcommon.Timestamp) pcommon.Timestamp {
+	if n := s.later[i]; n > 0 {
+		return now + pcommon.Timestamp(n)*pcommon.Timestamp(seriesStep)
+	}
+	return now
 }
 
 // build converts connections [from, to) of s into metrics; the export
@@ -84,7 +128,7 @@ func (b *metricsBuilder) build(s *snapshot, from, to int) pmetric.Metrics {
 	bytes.DataPoints().EnsureCapacity(to - from)
 	for i := from; i < to; i++ {
 		k, v := s.flow(i)
-		b.appendFlow(packets, bytes, k, v, now)
+		b.appendFlow(packets, bytes, k, v, s.timestamp(i, now))
 	}
 	if from == 0 {
 		b.appendTotals(sm.Metrics(), s, now)

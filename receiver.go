@@ -230,6 +230,7 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 		r.builder.clock = clock
 	}
 	now := time.Now()
+	carried := r.evicted.Len() // final counts a failed export left
 	r.moveIdle(idleBefore(clock.KernelNs(now), r.cfg.IdleTimeout))
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
@@ -238,7 +239,9 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	return snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}, nil
+	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}
+	s.later = laterSeries(&s, carried)
+	return s, nil
 }
 
 // reportGoneInterfaces logs, once each, the interfaces deleted while the

@@ -227,6 +227,95 @@ func TestDownstreamFailureKeepsFinalCountsOfEvictedConnections(t *testing.T) {
 	assert.Equal(t, 0, points, "sent once accepted, then forgotten")
 }
 
+// gatedConsumer refuses every export while closed, counting the refusals.
+type gatedConsumer struct {
+	consumertest.MetricsSink
+	mu      sync.Mutex
+	open    bool
+	refused int
+}
+
+func (c *gatedConsumer) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	c.mu.Lock()
+	if !c.open {
+		c.refused++
+		c.mu.Unlock()
+		return errors.New("backend unavailable")
+	}
+	c.mu.Unlock()
+	return c.MetricsSink.ConsumeMetrics(ctx, md)
+}
+
+func (c *gatedConsumer) refusals() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
+}
+
+func (c *gatedConsumer) setOpen() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open = true
+}
+
+// A connection evicted while exports fail, and back before they recover,
+// is exported as two series in one snapshot: the ended one first, the new
+// one a millisecond later, so Prometheus never sees two samples of one
+// label set at one timestamp.
+func TestCarriedFinalAndReturningSeriesHaveDistinctTimestamps(t *testing.T) {
+	src := newFakeSource()
+	idleKey := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
+	old := kernelNow(t) - uint64(10*time.Minute)
+	src.put(idleKey, datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
+
+	next := &gatedConsumer{}
+	r := newTestReceiver(t, fastConfig(), next, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return next.refusals() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	back := kernelNow(t)
+	src.put(idleKey, datapath.FlowValue{Packets: 2, Bytes: 150, FirstSeenNs: back, LastSeenNs: back})
+	refused := next.refusals()
+	require.Eventually(t, func() bool { return next.refusals() > refused }, 5*time.Second, 5*time.Millisecond)
+	next.setOpen()
+	require.Eventually(t, func() bool { return len(next.AllMetrics()) >= 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	for _, name := range []string{metricPackets, metricBytes} {
+		points := pointsOf(next.AllMetrics()[0], name, 40001)
+		require.Len(t, points, 2, name)
+		final, returning := points[0], points[1]
+		assert.Equal(t, map[string]int64{metricPackets: 20, metricBytes: 2000}[name], final.IntValue(), "%s: the ended series first", name)
+		assert.Equal(t, map[string]int64{metricPackets: 2, metricBytes: 150}[name], returning.IntValue(), name)
+		assert.Less(t, final.StartTimestamp(), returning.StartTimestamp(), name)
+		assert.Equal(t, time.Millisecond, returning.Timestamp().AsTime().Sub(final.Timestamp().AsTime()), name)
+	}
+}
+
+// pointsOf returns, in export order, the points of metric name whose
+// source.port is sport.
+func pointsOf(md pmetric.Metrics, name string, sport int64) []pmetric.NumberDataPoint {
+	var points []pmetric.NumberDataPoint
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if ms.At(k).Name() != name {
+					continue
+				}
+				dps := ms.At(k).Sum().DataPoints()
+				for l := 0; l < dps.Len(); l++ {
+					if p, ok := dps.At(l).Attributes().Get(attrSourcePort); ok && p.Int() == sport {
+						points = append(points, dps.At(l))
+					}
+				}
+			}
+		}
+	}
+	return points
+}
+
 func TestReadFailureIsNotFatal(t *testing.T) {
 	src := newFakeSource()
 	src.readErr = errors.New("map read failed")
