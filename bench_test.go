@@ -93,35 +93,45 @@ var floorPoints int
 // objects pdata makes for one connection's two data points (19: two
 // points, two values, two attribute slices, twelve attribute values, the
 // address string) and nothing else: the least any conversion to pdata can
-// cost, in exports of maxFlowsPerExport connections as the receiver builds
-// them. Compare its ns/flow with BenchmarkBuildExports.
+// cost, in exports of maxFlowsPerExport connections as BenchmarkBuildExports
+// builds them. Compare their ns/flow.
 func BenchmarkAllocationFloor(b *testing.B) {
-	flows := syntheticFlows(maxFlowsPerExport)
-	cpu0 := cpuTime(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		points := make([]*floorPoint, 0, 2*maxFlowsPerExport)
-		for i := range flows.Keys {
-			k := &flows.Keys[i]
-			addr := k.Addr().String()
-			for range 2 {
-				p := &floorPoint{start: 1, time: 2, value: &floorInt{int64(i)}}
-				p.attrs = make([]floorKV, 0, 6)
-				p.attrs = append(p.attrs,
-					floorKV{attrSourceAddress, &floorStr{addr}},
-					floorKV{attrSourcePort, &floorInt{int64(k.SrcPort)}},
-					floorKV{attrDestinationPort, &floorInt{int64(k.DstPort)}},
-					floorKV{attrNetworkTransport, &floorStr{"tcp"}},
-					floorKV{attrNetworkType, &floorStr{"ipv4"}},
-					floorKV{attrInterfaceName, &floorStr{"eth0"}})
-				points = append(points, p)
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			flows := syntheticFlows(n)
+			cpu0 := cpuTime(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				for from := 0; from < n; from += maxFlowsPerExport {
+					allocateLikePdata(flows.Keys[from:min(from+maxFlowsPerExport, n)])
+				}
 			}
-		}
-		floorPoints += len(points) // dropped, as an export is
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/flow")
+		})
 	}
-	b.StopTimer()
-	n := float64(b.N) * maxFlowsPerExport
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/flow")
-	b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/n, "cpu-ns/flow")
+}
+
+// allocateLikePdata makes the objects of one export of keys, then drops them.
+func allocateLikePdata(keys []datapath.FlowKey) {
+	points := make([]*floorPoint, 0, 2*len(keys))
+	for i := range keys {
+		k := &keys[i]
+		addr := k.Addr().String()
+		for range 2 {
+			p := &floorPoint{start: 1, time: 2, value: &floorInt{int64(i)}}
+			p.attrs = make([]floorKV, 0, 6)
+			p.attrs = append(p.attrs,
+				floorKV{attrSourceAddress, &floorStr{addr}},
+				floorKV{attrSourcePort, &floorInt{int64(k.SrcPort)}},
+				floorKV{attrDestinationPort, &floorInt{int64(k.DstPort)}},
+				floorKV{attrNetworkTransport, &floorStr{"tcp"}},
+				floorKV{attrNetworkType, &floorStr{"ipv4"}},
+				floorKV{attrInterfaceName, &floorStr{"eth0"}})
+			points = append(points, p)
+		}
+	}
+	floorPoints += len(points) // dropped, as an export is
 }
