@@ -348,16 +348,22 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 	 * precise one, and is precise enough for first and last seen. */
 	__u64 now = bpf_ktime_get_coarse_ns();
 
+	/* Set once this packet met its entry being evicted: the eviction
+	 * frees an entry for it, so the full-table hint, which may not have
+	 * caught up yet, is not to be trusted. */
+	int evicting = 0;
+
 #pragma clang loop unroll(disable)
 	for (int attempt = 0; attempt < MAX_COUNT_ATTEMPTS; attempt++) {
 		struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 		if (v) {
 			if (add(v, key, len, now))
 				return;
+			evicting = 1;
 			continue; /* being evicted, or reused for another key */
 		}
 		__u64 generation = *(volatile __u64 *)&evictions;
-		if (table_full(generation))
+		if (!evicting && table_full(generation))
 			break;
 		long err = insert(key, len, now);
 		if (err == 0) {
