@@ -25,48 +25,60 @@ func syntheticFlows(n int) *datapath.FlowTable {
 	return t
 }
 
-// BenchmarkBuildMetrics measures converting one snapshot to pdata.
-func BenchmarkBuildMetrics(b *testing.B) {
+// benchPerConnection runs, for tables of 10k, 100k and 1M synthetic
+// connections, the operation newOp returns for that table, and reports its
+// wall and CPU time per connection.
+func benchPerConnection(b *testing.B, newOp func(flows *datapath.FlowTable) func()) {
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			flows := syntheticFlows(n)
-			bld := testBuilder()
-			s := snapshot{time: testEpoch.Add(10 * time.Second), flows: flows, evicted: &datapath.FlowTable{}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				md := bld.build(&s, 0, n)
-				if md.DataPointCount() != 2*n+4 {
-					b.Fatal(md.DataPointCount())
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
-		})
-	}
-}
-
-// BenchmarkBuildExports measures converting one snapshot to pdata as the
-// receiver does: in exports of maxFlowsPerExport connections, each dropped
-// once built.
-func BenchmarkBuildExports(b *testing.B) {
-	for _, n := range []int{10_000, 100_000, 1_000_000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			flows := syntheticFlows(n)
-			bld := testBuilder()
-			s := snapshot{time: testEpoch.Add(10 * time.Second), flows: flows, evicted: &datapath.FlowTable{}}
+			op := newOp(syntheticFlows(n))
 			cpu0 := cpuTime(b)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				for from := 0; from < n; from += maxFlowsPerExport {
-					_ = bld.build(&s, from, min(from+maxFlowsPerExport, n))
-				}
+				op()
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
 			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/flow")
 		})
 	}
+}
+
+// inExports calls build for each export of maxFlowsPerExport connections
+// of an n-connection snapshot, as the receiver builds them.
+func inExports(n int, build func(from, to int)) {
+	for from := 0; from < n; from += maxFlowsPerExport {
+		build(from, min(from+maxFlowsPerExport, n))
+	}
+}
+
+func benchSnapshot(flows *datapath.FlowTable) snapshot {
+	return snapshot{time: testEpoch.Add(10 * time.Second), flows: flows, evicted: &datapath.FlowTable{}}
+}
+
+// BenchmarkBuildMetrics measures converting one snapshot to pdata at once.
+func BenchmarkBuildMetrics(b *testing.B) {
+	benchPerConnection(b, func(flows *datapath.FlowTable) func() {
+		bld, s, n := testBuilder(), benchSnapshot(flows), flows.Len()
+		return func() {
+			if md := bld.build(&s, 0, n); md.DataPointCount() != 2*n+4 {
+				b.Fatal(md.DataPointCount())
+			}
+		}
+	})
+}
+
+// BenchmarkBuildExports measures converting one snapshot to pdata as the
+// receiver does: in exports of maxFlowsPerExport connections, each dropped
+// once built.
+func BenchmarkBuildExports(b *testing.B) {
+	benchPerConnection(b, func(flows *datapath.FlowTable) func() {
+		bld, s := testBuilder(), benchSnapshot(flows)
+		return func() {
+			inExports(flows.Len(), func(from, to int) { _ = bld.build(&s, from, to) })
+		}
+	})
 }
 
 // Stand-ins for the objects pdata allocates per data point: the point,
@@ -96,22 +108,11 @@ var floorPoints int
 // cost, in exports of maxFlowsPerExport connections as BenchmarkBuildExports
 // builds them. Compare their ns/flow.
 func BenchmarkAllocationFloor(b *testing.B) {
-	for _, n := range []int{10_000, 100_000, 1_000_000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			flows := syntheticFlows(n)
-			cpu0 := cpuTime(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				for from := 0; from < n; from += maxFlowsPerExport {
-					allocateLikePdata(flows.Keys[from:min(from+maxFlowsPerExport, n)])
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/flow")
-		})
-	}
+	benchPerConnection(b, func(flows *datapath.FlowTable) func() {
+		return func() {
+			inExports(flows.Len(), func(from, to int) { allocateLikePdata(flows.Keys[from:to]) })
+		}
+	})
 }
 
 // allocateLikePdata makes the objects of one export of keys, then drops them.

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -50,30 +51,14 @@ func kernelNow(t *testing.T) uint64 {
 // source.port is sport and whose start time is the latest, and how many
 // points had that source port.
 func sumValue(md pmetric.Metrics, name string, sport int64) (value int64, points int) {
-	var latestStart uint64
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if ms.At(k).Name() != name {
-					continue
-				}
-				dps := ms.At(k).Sum().DataPoints()
-				for l := 0; l < dps.Len(); l++ {
-					dp := dps.At(l)
-					if p, ok := dp.Attributes().Get(attrSourcePort); ok && p.Int() == sport {
-						points++
-						if s := uint64(dp.StartTimestamp()); s >= latestStart {
-							latestStart, value = s, dp.IntValue()
-						}
-					}
-				}
-			}
+	var latestStart pcommon.Timestamp
+	matching := pointsOf(md, name, sport)
+	for _, dp := range matching {
+		if s := dp.StartTimestamp(); s >= latestStart {
+			latestStart, value = s, dp.IntValue()
 		}
 	}
-	return value, points
+	return value, len(matching)
 }
 
 func TestShutdownWithoutStart(t *testing.T) {
