@@ -87,10 +87,7 @@ func BenchmarkSnapshot(b *testing.B) {
 				require.NoError(b, dp.ReadFlows(&flows))
 				require.Equal(b, n, flows.Len())
 				s := snapshot{time: time.Now(), flows: &flows, evicted: &datapath.FlowTable{}}
-				for from := 0; from < n; from += maxFlowsPerExport {
-					md := bld.build(&s, from, min(from+maxFlowsPerExport, n))
-					_ = md
-				}
+				inExports(n, func(from, to int) { _ = bld.build(&s, from, to) })
 			}
 			b.StopTimer()
 			b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
