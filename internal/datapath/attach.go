@@ -76,7 +76,10 @@ func attachHint(err error, m AttachMode) string {
 	case m == AttachNative && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)):
 		return " (the driver has no native XDP support: try attach_mode: generic)"
 	}
-	return privilegeHint(err)
+	if h := privilegeHint(err); h != "" {
+		return " (" + h + ")"
+	}
+	return ""
 }
 
 // Detach removes the program from iface. Detaching an interface that was

@@ -41,7 +41,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("xdpflow options: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w%s", err, privilegeHint(err))
+		return nil, privilegeError("raise RLIMIT_MEMLOCK for BPF maps", err)
 	}
 	spec, err := loadXdpflow()
 	if err != nil {
@@ -63,7 +63,7 @@ func Load(opts Options) (*Datapath, error) {
 			}
 			return nil, fmt.Errorf("load xdpflow program: %+v", verr)
 		}
-		return nil, fmt.Errorf("load xdpflow program: %w%s", err, privilegeHint(err))
+		return nil, privilegeError("load xdpflow program", err)
 	}
 	d.events, err = ringbuf.NewReader(d.objs.Events)
 	if err != nil {

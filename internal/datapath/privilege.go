@@ -28,9 +28,20 @@ func privilegeHint(err error) string {
 	}
 	missing := missingCapabilities()
 	if len(missing) == 0 {
-		return " (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; check also kernel.unprivileged_bpf_disabled and LSM policies)"
+		return "permission denied with all of CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON: check kernel.unprivileged_bpf_disabled and LSM policies"
 	}
-	return fmt.Sprintf(" (missing %s: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)", strings.Join(missing, ", "))
+	return fmt.Sprintf("missing %s: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON", strings.Join(missing, ", "))
+}
+
+// privilegeError wraps err as "what: err", and for a permission error as
+// "what: <missing capabilities>: err": the cause comes first, before what
+// the BPF library appended to err (its "MEMLOCK may be too low" guess is
+// wrong when a capability is missing).
+func privilegeError(what string, err error) error {
+	if h := privilegeHint(err); h != "" {
+		return fmt.Errorf("%s: %s: %w", what, h, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // missingCapabilities returns the names of the required capabilities that

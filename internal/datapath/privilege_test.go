@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -41,5 +42,19 @@ func TestLoadWithoutPrivilege(t *testing.T) {
 	t.Logf("error lacking %v: %v", missing, err)
 	if !strings.Contains(err.Error(), strings.Join(missing, ", ")) {
 		t.Errorf("error %q does not name the missing capabilities %v", err, missing)
+	}
+}
+
+// TestPrivilegeErrorLeadsWithTheCause checks that the missing capabilities
+// come before what the BPF library appended to a permission error.
+func TestPrivilegeErrorLeadsWithTheCause(t *testing.T) {
+	cause := fmt.Errorf("map create: %w (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", unix.EPERM)
+	err := privilegeError("load xdpflow program", cause)
+	want := "load xdpflow program: " + privilegeHint(unix.EPERM) + ": " + cause.Error()
+	if err.Error() != want || !errors.Is(err, unix.EPERM) {
+		t.Errorf("privilegeError = %q, want %q wrapping EPERM", err, want)
+	}
+	if err := privilegeError("load xdpflow program", unix.ENOENT); err.Error() != "load xdpflow program: no such file or directory" {
+		t.Errorf("privilegeError for ENOENT = %q, want no hint", err)
 	}
 }
