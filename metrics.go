@@ -54,9 +54,10 @@ const seriesStep = time.Millisecond
 
 // laterSeries finds the connections of s whose key already came earlier in
 // flow order: an evicted connection whose final counts wait since a failed
-// export, and which came back (a live entry) or was evicted again. Only
-// the first carried finals can repeat a key, so without any (the usual
-// case) it returns nil at no cost.
+// export (the first carried evicted flows of s), and which came back (a
+// live entry) or was evicted again. A key can repeat only if one of those
+// carried finals holds it, so without any (the usual case) it returns nil
+// at no cost.
 func laterSeries(s *snapshot, carried int) map[int]int {
 	if carried == 0 {
 		return nil

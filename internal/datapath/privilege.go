@@ -28,7 +28,7 @@ func privilegeHint(err error) string {
 	}
 	missing := missingCapabilities()
 	if len(missing) == 0 {
-		return "permission denied with all of CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON: check kernel.unprivileged_bpf_disabled and LSM policies"
+		return "permission denied although CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON seem granted: check kernel.unprivileged_bpf_disabled, LSM policies (SELinux, AppArmor) and seccomp"
 	}
 	return fmt.Sprintf("missing %s: run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON", strings.Join(missing, ", "))
 }
