@@ -45,6 +45,8 @@ type xdpflowReceiver struct {
 	evicted   datapath.FlowTable // exported for the last time, until accepted
 	idleKeys  []datapath.FlowKey
 	lastTaken time.Time
+	// lastStamp is the latest Timestamp the previous snapshot used.
+	lastStamp time.Time
 	gone      map[string]bool // deleted interfaces already reported
 }
 
@@ -217,6 +219,7 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 // series. Final values stay in r.evicted until the next consumer accepts
 // them, so a failing export does not lose them either.
 func (r *xdpflowReceiver) collect() (snapshot, error) {
+	r.waitForNextStamp()
 	r.reportGoneInterfaces()
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
@@ -241,7 +244,29 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	}
 	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}
 	s.later = laterSeries(&s, carried)
+	r.lastStamp = now
+	for _, n := range s.later {
+		r.lastStamp = later(r.lastStamp, now.Add(time.Duration(n)*seriesStep))
+	}
 	return s, nil
+}
+
+// waitForNextStamp returns once the previous snapshot's latest timestamp
+// is seriesStep ago (at once, unless snapshots follow each other within a
+// few ms, e.g. an interval tick right after a trigger snapshot), so that
+// no series gets two samples within one millisecond, Prometheus's
+// resolution: it would reject the second as a duplicate.
+func (r *xdpflowReceiver) waitForNextStamp() {
+	if wait := time.Until(r.lastStamp.Add(seriesStep)); wait > 0 {
+		time.Sleep(wait)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // reportGoneInterfaces logs, once each, the interfaces deleted while the

@@ -418,3 +418,37 @@ func TestSelfTelemetry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), failures.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
 }
+
+// Snapshots taken back to back are stamped at least a millisecond apart,
+// also after a snapshot that stamped a returning series a millisecond
+// late, so that Prometheus never gets two samples of a series within its
+// millisecond resolution.
+func TestBackToBackSnapshotsAreAMillisecondApart(t *testing.T) {
+	src := newFakeSource()
+	now := kernelNow(t)
+	src.put(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = time.Hour // only the snapshots taken below
+	sink := new(consumertest.MetricsSink)
+	r := newTestReceiver(t, cfg, sink, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	// As after a failed export that left a final count of a connection
+	// that came back: its new series is stamped a millisecond late.
+	r.evicted.Append(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 5, Bytes: 500, FirstSeenNs: now - 1e9, LastSeenNs: now - 1e9})
+	for range 3 {
+		r.takeSnapshot(context.Background(), causeTrigger)
+	}
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	var stamps []time.Time
+	for _, md := range sink.AllMetrics() {
+		for _, p := range pointsOf(md, metricPackets, 40002) {
+			stamps = append(stamps, p.Timestamp().AsTime())
+		}
+	}
+	require.Len(t, stamps, 5, "2 series in the first snapshot, 1 in each of the next two and in the one at shutdown")
+	assert.Equal(t, time.Millisecond, stamps[1].Sub(stamps[0]), "the returning series, a millisecond after the ended one")
+	for i := 2; i < len(stamps); i++ {
+		assert.GreaterOrEqual(t, stamps[i].Sub(stamps[i-1]), time.Millisecond, "snapshot %d", i-1)
+	}
+}
