@@ -65,6 +65,15 @@ func resetPeakRSS(tb testing.TB) {
 	require.NoError(tb, os.WriteFile("/proc/self/clear_refs", []byte("5"), 0))
 }
 
+// filledDatapath loads a datapath whose table of n entries holds n
+// connections. The caller closes it.
+func filledDatapath(b *testing.B, n int) *datapath.Datapath {
+	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n)})
+	require.NoError(b, err)
+	fillFlows(b, dp.Program(), n)
+	return dp
+}
+
 // BenchmarkSnapshot measures one snapshot as the receiver takes it: read
 // every connection from the kernel table, then convert them to pdata in
 // exports of maxFlowsPerExport connections, each dropped after "export".
@@ -72,10 +81,8 @@ func BenchmarkSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n)})
-			require.NoError(b, err)
+			dp := filledDatapath(b, n)
 			defer dp.Close()
-			fillFlows(b, dp.Program(), n)
 
 			bld := testBuilder()
 			var flows datapath.FlowTable
@@ -101,10 +108,8 @@ func BenchmarkReadFlows(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n)})
-			require.NoError(b, err)
+			dp := filledDatapath(b, n)
 			defer dp.Close()
-			fillFlows(b, dp.Program(), n)
 			var flows datapath.FlowTable
 			b.ReportAllocs()
 			for b.Loop() {
