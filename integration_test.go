@@ -79,15 +79,25 @@ func ritConfig(mode string) *Config {
 // did it).
 func ritNew(t *testing.T, cfg *Config, next consumer.Metrics, tel *componenttest.Telemetry) receiver.Metrics {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
-	f := NewFactory()
-	set := receivertest.NewNopSettings(f.Type())
-	set.Logger = zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
+	logger := zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
 		if e.Level >= zapcore.WarnLevel {
 			t.Errorf("receiver logged at %s: %s", e.Level, e.Message)
 		}
 		return nil
 	})))
+	return createReceiver(t, cfg, next, tel, logger)
+}
+
+// createReceiver validates cfg and creates a receiver through the factory
+// that logs to logger and, if tel is not nil, sends its own telemetry to
+// tel. It is shut down when the test ends (a no-op when the test already
+// did it).
+func createReceiver(t *testing.T, cfg *Config, next consumer.Metrics, tel *componenttest.Telemetry, logger *zap.Logger) receiver.Metrics {
+	t.Helper()
+	require.NoError(t, cfg.Validate())
+	f := NewFactory()
+	set := receivertest.NewNopSettings(f.Type())
+	set.Logger = logger
 	if tel != nil {
 		set.MeterProvider = tel.NewTelemetrySettings().MeterProvider
 	}

@@ -21,7 +21,6 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -128,22 +127,9 @@ func iftAddSecondVeth(t *testing.T, pair *netnstest.Pair) {
 // It is shut down when the test ends (a no-op if the test did it).
 func iftNewObserved(t *testing.T, cfg *Config, next consumer.Metrics, tel *componenttest.Telemetry) (receiver.Metrics, *observer.ObservedLogs) {
 	t.Helper()
-	require.NoError(t, cfg.Validate())
-	f := NewFactory()
-	set := receivertest.NewNopSettings(f.Type())
 	core, logs := observer.New(zapcore.DebugLevel)
-	set.Logger = zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
-	if tel != nil {
-		set.MeterProvider = tel.NewTelemetrySettings().MeterProvider
-	}
-	r, err := f.CreateMetrics(context.Background(), set, cfg, next)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if err := r.Shutdown(context.Background()); err != nil {
-			t.Errorf("Shutdown at cleanup: %v", err)
-		}
-	})
-	return r, logs
+	logger := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
+	return createReceiver(t, cfg, next, tel, logger), logs
 }
 
 // iftUDP is one UDP connection to port 8080: its sockets and what it sent.
