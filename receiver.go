@@ -246,7 +246,7 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	s.later = laterSeries(&s, carried)
 	r.lastStamp = now
 	for _, n := range s.later {
-		r.lastStamp = later(r.lastStamp, now.Add(time.Duration(n)*seriesStep))
+		r.lastStamp = latest(r.lastStamp, now.Add(time.Duration(n)*seriesStep))
 	}
 	return s, nil
 }
@@ -262,7 +262,7 @@ func (r *xdpflowReceiver) waitForNextStamp() {
 	}
 }
 
-func later(a, b time.Time) time.Time {
+func latest(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b
 	}
