@@ -6,6 +6,7 @@ package xdpflowreceiver
 
 import (
 	"context"
+	"runtime"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
@@ -29,5 +30,8 @@ func NewFactory() receiver.Factory {
 }
 
 func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
+	if err := platformError(runtime.GOOS, runtime.GOARCH); err != nil {
+		return nil, err
+	}
 	return newReceiver(set, cfg.(*Config), next, openDatapath)
 }

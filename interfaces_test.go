@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdpflowreceiver
 
 // Root integration tests of the real receiver on several interfaces: an

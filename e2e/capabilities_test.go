@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // The collector as an unprivileged user with exactly CAP_BPF,

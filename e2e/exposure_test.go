@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // What a running collector exposes beyond its exports: pinned BPF

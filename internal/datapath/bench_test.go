@@ -1,3 +1,5 @@
+//go:build linux
+
 package datapath
 
 // Per-packet benchmarks of the XDP program, run with BPF_PROG_TEST_RUN:

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package datapath loads the xdpflow XDP program, attaches it to network
 // interfaces and reads its per-connection counters.
 //
@@ -131,21 +133,6 @@ func (d *Datapath) Close() error {
 	// alive, until the garbage collector frees the Datapath: drop it.
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
-}
-
-// Stats are the program's data-quality counters since load.
-type Stats struct {
-	// OverflowPackets and OverflowBytes were not attributed to a connection
-	// because the flow table was full.
-	OverflowPackets uint64
-	OverflowBytes   uint64
-	// RingbufDrops counts trigger events lost because the ring buffer was
-	// full; a later snapshot still reads their connections.
-	RingbufDrops uint64
-	// Events counts trigger events submitted.
-	Events uint64
-	// NewConnections counts connections inserted into the flow table.
-	NewConnections uint64
 }
 
 // Stats reads the counters, summing the per-CPU values.

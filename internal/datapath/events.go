@@ -1,3 +1,5 @@
+//go:build linux
+
 package datapath
 
 import (
@@ -8,14 +10,6 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 )
-
-// TriggerEvent is sent by the program every N new connections.
-type TriggerEvent struct {
-	// KtimeNs is the kernel timestamp of the connection that triggered it.
-	KtimeNs uint64
-	// NewConnections is the number of connections inserted since load.
-	NewConnections uint64
-}
 
 // Events returns the trigger events. The channel holds at most one pending
 // event: a consumer that is busy sees bursts coalesced into the latest

@@ -1,3 +1,5 @@
+//go:build linux
+
 package datapath
 
 // A small hand-written frame builder for the BPF_PROG_TEST_RUN tests.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package datapath
 
 // Integration tests: real traffic between two network namespaces joined by

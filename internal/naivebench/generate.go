@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package naivebench holds benchmark-only XDP programs, never loaded by the
 // receiver: the naive counting design xdpflow replaces (bpf/naive.c) and
 // prefixes of xdpflow's hit path (bpf/floor.c). The benchmarks in

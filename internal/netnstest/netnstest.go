@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netnstest builds a two-host test network out of two network
 // namespaces joined by a veth pair, for tests that need real traffic
 // through real interfaces (XDP attach, receiver and end-to-end tests).

@@ -1,0 +1,27 @@
+package datapath
+
+// The types in this file are what the datapath reports; they build on every
+// platform so that the receiver compiles everywhere.
+
+// TriggerEvent is sent by the program every N new connections.
+type TriggerEvent struct {
+	// KtimeNs is the kernel timestamp of the connection that triggered it.
+	KtimeNs uint64
+	// NewConnections is the number of connections inserted since load.
+	NewConnections uint64
+}
+
+// Stats are the program's data-quality counters since load.
+type Stats struct {
+	// OverflowPackets and OverflowBytes were not attributed to a connection
+	// because the flow table was full.
+	OverflowPackets uint64
+	OverflowBytes   uint64
+	// RingbufDrops counts trigger events lost because the ring buffer was
+	// full; a later snapshot still reads their connections.
+	RingbufDrops uint64
+	// Events counts trigger events submitted.
+	Events uint64
+	// NewConnections counts connections inserted into the flow table.
+	NewConnections uint64
+}
