@@ -31,6 +31,9 @@ type xdpflowReceiver struct {
 	open      openFunc
 	obsrecv   *receiverhelper.ObsReport
 	telemetry *selfTelemetry
+	// measureClock pairs the kernel clock with the wall clock; tests
+	// replace it with a fixed pairing, so that they never depend on uptime.
+	measureClock func() (datapath.ClockOffset, error)
 
 	// mu guards the lifecycle fields below.
 	mu       sync.Mutex
@@ -65,7 +68,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 	}
 	return &xdpflowReceiver{
 		cfg: cfg, set: set, next: next, open: open,
-		obsrecv: obsrecv, telemetry: tel,
+		obsrecv: obsrecv, telemetry: tel, measureClock: datapath.MeasureClockOffset,
 		builder: metricsBuilder{version: set.BuildInfo.Version},
 	}, nil
 }
@@ -82,7 +85,7 @@ func (r *xdpflowReceiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return fmt.Errorf("xdpflow receiver: %w", err)
 	}
-	clock, err := datapath.MeasureClockOffset()
+	clock, err := r.measureClock()
 	if err != nil {
 		return errors.Join(fmt.Errorf("xdpflow receiver: %w", err), src.Close())
 	}
@@ -224,7 +227,7 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
 	}
-	clock, err := datapath.MeasureClockOffset()
+	clock, err := r.measureClock()
 	if err != nil {
 		return snapshot{}, err
 	}

@@ -22,14 +22,27 @@ import (
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 )
 
-// newTestReceiver builds a receiver on src with a fast collection interval.
+// newTestReceiver builds a receiver on src whose kernel clock is
+// fakeKernelClock.
 func newTestReceiver(t *testing.T, cfg *Config, next consumer.Metrics, src flowSource) *xdpflowReceiver {
 	t.Helper()
 	set := receivertest.NewNopSettings(NewFactory().Type())
 	open := func(*Config, *zap.Logger) (flowSource, error) { return src, nil }
 	r, err := newReceiver(set, cfg, next, open)
 	require.NoError(t, err)
+	r.measureClock = fakeKernelClock
 	return r
+}
+
+// fakeBoot is when the fake kernel clock read 0: a day before the tests
+// started, so that "10 minutes ago" is a valid kernel time on a machine
+// that booted a minute ago.
+var fakeBoot = time.Now().Add(-24 * time.Hour)
+
+// fakeKernelClock pairs the kernel clock of the fake sources with the wall
+// clock: kernel time is the time since fakeBoot.
+func fakeKernelClock() (datapath.ClockOffset, error) {
+	return datapath.NewClockOffset(fakeBoot, 0), nil
 }
 
 func fastConfig() *Config {
@@ -39,12 +52,9 @@ func fastConfig() *Config {
 	return cfg
 }
 
-// kernelNow returns the current kernel time in ns, as the program stamps flows.
-func kernelNow(t *testing.T) uint64 {
-	t.Helper()
-	c, err := datapath.MeasureClockOffset()
-	require.NoError(t, err)
-	return c.KernelNs(time.Now())
+// kernelNow returns the current time of fakeKernelClock in ns.
+func kernelNow() uint64 {
+	return uint64(time.Since(fakeBoot))
 }
 
 // sumValue returns the value of metric name for the point whose
@@ -88,7 +98,7 @@ func TestStartTwiceFails(t *testing.T) {
 
 func TestIntervalSnapshotsAndFinalSnapshot(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 3, Bytes: 300, FirstSeenNs: now, LastSeenNs: now})
 	sink := new(consumertest.MetricsSink)
 	r := newTestReceiver(t, fastConfig(), sink, src)
@@ -142,7 +152,7 @@ func TestTriggerBurstIsCoalesced(t *testing.T) {
 
 func TestIdleConnectionEvictedOnceWithFinalCounts(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	idleKey := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
 	activeKey := testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2)
 	old := now - uint64(10*time.Minute)
@@ -155,7 +165,7 @@ func TestIdleConnectionEvictedOnceWithFinalCounts(t *testing.T) {
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 3 }, 5*time.Second, 5*time.Millisecond)
 
 	// The connection comes back: a new kernel entry, a new series.
-	back := kernelNow(t)
+	back := kernelNow()
 	src.put(idleKey, datapath.FlowValue{Packets: 2, Bytes: 150, FirstSeenNs: back, LastSeenNs: back})
 	n := len(sink.AllMetrics())
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= n+2 }, 5*time.Second, 5*time.Millisecond)
@@ -192,7 +202,7 @@ func (c *flakyConsumer) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) 
 
 func TestDownstreamFailureKeepsFinalCountsOfEvictedConnections(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	old := now - uint64(10*time.Minute)
 	src.put(testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
 	src.put(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
@@ -250,14 +260,14 @@ func (c *gatedConsumer) setOpen() {
 func TestCarriedFinalAndReturningSeriesHaveDistinctTimestamps(t *testing.T) {
 	src := newFakeSource()
 	idleKey := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
-	old := kernelNow(t) - uint64(10*time.Minute)
+	old := kernelNow() - uint64(10*time.Minute)
 	src.put(idleKey, datapath.FlowValue{Packets: 20, Bytes: 2000, FirstSeenNs: old, LastSeenNs: old})
 
 	next := &gatedConsumer{}
 	r := newTestReceiver(t, fastConfig(), next, src)
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	require.Eventually(t, func() bool { return next.refusals() >= 1 }, 5*time.Second, 5*time.Millisecond)
-	back := kernelNow(t)
+	back := kernelNow()
 	src.put(idleKey, datapath.FlowValue{Packets: 2, Bytes: 150, FirstSeenNs: back, LastSeenNs: back})
 	refused := next.refusals()
 	require.Eventually(t, func() bool { return next.refusals() > refused }, 5*time.Second, 5*time.Millisecond)
@@ -317,7 +327,32 @@ func TestReadFailureIsNotFatal(t *testing.T) {
 
 func TestIdleBefore(t *testing.T) {
 	assert.Equal(t, uint64(0), idleBefore(uint64(time.Minute), 5*time.Minute), "host up for less than the timeout")
+	assert.Equal(t, uint64(0), idleBefore(0, 5*time.Minute), "kernel clock at 0")
+	assert.Equal(t, uint64(0), idleBefore(uint64(5*time.Minute), 5*time.Minute), "host up for exactly the timeout")
 	assert.Equal(t, uint64(time.Minute), idleBefore(uint64(6*time.Minute), 5*time.Minute))
+}
+
+// On a host that booted a minute ago, "idle_timeout ago" is before boot:
+// nothing is idle, even a connection stamped at boot, and nothing wraps
+// around into an eviction of every connection.
+func TestFreshlyBootedHostEvictsNothing(t *testing.T) {
+	booted := time.Now().Add(-time.Minute)
+	src := newFakeSource()
+	atBoot := testKey("198.51.100.2", 40001, 8080, datapath.TCP, 2)
+	src.put(atBoot, datapath.FlowValue{Packets: 7, Bytes: 700, FirstSeenNs: 0, LastSeenNs: 0})
+	sink := new(consumertest.MetricsSink)
+	r := newTestReceiver(t, fastConfig(), sink, src)
+	r.measureClock = func() (datapath.ClockOffset, error) { return datapath.NewClockOffset(booted, 0), nil }
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return len(sink.AllMetrics()) >= 3 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	assert.Equal(t, 0, src.evictions)
+	for _, md := range sink.AllMetrics() {
+		v, points := sumValue(md, metricPackets, 40001)
+		assert.Equal(t, 1, points)
+		assert.Equal(t, int64(7), v)
+	}
 }
 
 func TestFactory(t *testing.T) {
@@ -331,7 +366,7 @@ func TestFactory(t *testing.T) {
 
 func TestLargeSnapshotIsExportedInParts(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	const n = 2*maxFlowsPerExport + 100
 	for i := 0; i < n; i++ {
 		k := testKey("198.51.100.1", uint16(i), 8080, datapath.UDP, 2)
@@ -362,7 +397,7 @@ func TestLargeSnapshotIsExportedInParts(t *testing.T) {
 
 func TestDeletedInterfaceIsReportedOnceAndExportsContinue(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	src.put(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 3, Bytes: 300, FirstSeenNs: now, LastSeenNs: now})
 	src.gone = []string{"eth0"}
 	core, logs := observer.New(zap.WarnLevel)
@@ -425,7 +460,7 @@ func TestSelfTelemetry(t *testing.T) {
 // millisecond resolution.
 func TestBackToBackSnapshotsAreAMillisecondApart(t *testing.T) {
 	src := newFakeSource()
-	now := kernelNow(t)
+	now := kernelNow()
 	src.put(testKey("198.51.100.3", 40002, 8080, datapath.TCP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
 	cfg := createDefaultConfig()
 	cfg.CollectionInterval = time.Hour // only the snapshots taken below
