@@ -1,7 +1,3 @@
-// Package xdpflowreceiver is an OpenTelemetry Collector receiver that
-// attaches an XDP program to network interfaces and exports per-connection
-// packet and byte counts of the traffic arriving at this host as OTLP
-// cumulative sums.
 package xdpflowreceiver
 
 import (
