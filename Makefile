@@ -18,6 +18,11 @@ all: test
 
 ## generate: rebuild the XDP programs and their Go bindings with bpf2go (needs clang, llvm, libbpf-dev):
 ## the datapath's, and the benchmark-only ones of internal/naivebench
+# clang -target bpf does not search the host's multiarch include directory,
+# which holds <asm/types.h> (/usr/include/x86_64-linux-gnu,
+# /usr/include/aarch64-linux-gnu, ...): bpf2go adds BPF2GO_CFLAGS to the
+# flags of each //go:generate line.
+generate: export BPF2GO_CFLAGS := -I/usr/include/$(shell clang -print-multiarch)
 generate:
 	cd internal/datapath && $(GO) generate ./...
 	cd internal/naivebench && $(GO) generate ./...
