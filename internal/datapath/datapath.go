@@ -27,10 +27,9 @@ type Datapath struct {
 	closing chan struct{} // closed by Close, to stop the event reader
 	wg      sync.WaitGroup
 
-	mu        sync.Mutex
-	links     map[string]*attachment
-	closed    bool
-	noBatchOp bool
+	mu     sync.Mutex
+	links  map[string]*attachment
+	closed bool
 }
 
 // Load checks opts, then loads the program and its maps into the kernel.

@@ -16,31 +16,11 @@ import (
 const batchSize = 4096
 
 // ReadFlows replaces the contents of dst with every flow in the kernel
-// table, reusing dst's buffers. It uses batch lookups and falls back to
-// iterating key by key on kernels without them. Flows inserted while it
+// table, reusing dst's buffers. It reads with batch lookups, which need
+// Linux 5.6 or newer (the package requires 5.15). Flows inserted while it
 // runs may or may not be included; none is returned twice.
 func (d *Datapath) ReadFlows(dst *FlowTable) error {
 	dst.Reset()
-	if !d.batchUnsupported() {
-		err := d.readBatched(dst)
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
-		}
-		d.mu.Lock()
-		d.noBatchOp = true
-		d.mu.Unlock()
-		dst.Reset()
-	}
-	return d.readIterating(dst)
-}
-
-func (d *Datapath) batchUnsupported() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.noBatchOp
-}
-
-func (d *Datapath) readBatched(dst *FlowTable) error {
 	var cursor ebpf.MapBatchCursor
 	for {
 		keys, values := dst.grow(batchSize)
@@ -50,23 +30,13 @@ func (d *Datapath) readBatched(dst *FlowTable) error {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("read flow table: batch lookups need Linux 5.6 or newer (xdpflow requires 5.15): %w", err)
+		}
 		if err != nil {
 			return fmt.Errorf("read flow table: %w", err)
 		}
 	}
-}
-
-func (d *Datapath) readIterating(dst *FlowTable) error {
-	var k FlowKey
-	var v FlowValue
-	it := d.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		dst.Append(k, v)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate flow table: %w", err)
-	}
-	return nil
 }
 
 // evictMsgSize is sizeof(struct evict_msg): key, found flag, counters.
