@@ -3,7 +3,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -39,9 +38,6 @@ func (d *Datapath) ReadFlows(dst *FlowTable) error {
 	}
 }
 
-// evictMsgSize is sizeof(struct evict_msg): key, found flag, counters.
-const evictMsgSize = 64
-
 // Evict removes keys from the kernel table and appends each removed flow,
 // with its final counters, to dst. Keys no longer in the table are skipped.
 //
@@ -52,34 +48,18 @@ const evictMsgSize = 64
 // returned counters; a packet after starts a new entry, with a new
 // first-seen time.
 func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
-	in := make([]byte, evictMsgSize)
-	out := make([]byte, evictMsgSize)
+	var in, out xdpflowEvictMsg
+	opts := ebpf.RunOptions{Data: bytesOf(&in), DataOut: bytesOf(&out)}
 	for _, k := range keys {
-		encodeKey(in, k)
-		_, err := d.objs.XdpflowEvict.Run(&ebpf.RunOptions{Data: in, DataOut: out})
-		if err != nil {
+		in.Key = kernelKey(k)
+		if _, err := d.objs.XdpflowEvict.Run(&opts); err != nil {
 			return fmt.Errorf("evict flow from %s: %w", k.Addr(), err)
 		}
-		if binary.NativeEndian.Uint32(out[28:32]) == 0 {
+		if out.Found == 0 {
 			continue // not in the table
 		}
-		dst.Append(k, FlowValue{
-			Packets:     binary.NativeEndian.Uint64(out[32:40]),
-			Bytes:       binary.NativeEndian.Uint64(out[40:48]),
-			FirstSeenNs: binary.NativeEndian.Uint64(out[48:56]),
-			LastSeenNs:  binary.NativeEndian.Uint64(out[56:64]),
-		})
+		c := out.Counters
+		dst.Append(k, FlowValue{Packets: c.Packets, Bytes: c.Bytes, FirstSeenNs: c.FirstSeenNs, LastSeenNs: c.LastSeenNs})
 	}
 	return nil
-}
-
-// encodeKey writes k as struct flow_key at the start of b.
-func encodeKey(b []byte, k FlowKey) {
-	copy(b[0:16], k.SrcAddr[:])
-	binary.NativeEndian.PutUint32(b[16:20], k.Ifindex)
-	binary.NativeEndian.PutUint16(b[20:22], k.SrcPort)
-	binary.NativeEndian.PutUint16(b[22:24], k.DstPort)
-	b[24] = uint8(k.Proto)
-	b[25] = k.Family
-	binary.NativeEndian.PutUint16(b[26:28], k.Pad)
 }
