@@ -10,4 +10,4 @@ package naivebench
 // internal/datapath's; `make generate` rebuilds them (see the Makefile for
 // BPF2GO_CFLAGS).
 //go:generate go tool bpf2go -tags linux -target bpfel naive ../../bpf/naive.c -- -I../../bpf -I../../headers -mcpu=v3 -Wall -Werror
-//go:generate go tool bpf2go -tags linux -target bpfel floor ../../bpf/floor.c -- -I../../bpf -I../../headers -mcpu=v3 -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel -type xdpflow_stat floor ../../bpf/floor.c -- -I../../bpf -I../../headers -mcpu=v3 -Wall -Werror
