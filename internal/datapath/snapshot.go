@@ -41,12 +41,10 @@ func (d *Datapath) ReadFlows(dst *FlowTable) error {
 // Evict removes keys from the kernel table and appends each removed flow,
 // with its final counters, to dst. Keys no longer in the table are skipped.
 //
-// Every packet is counted exactly once: each key is evicted by the
-// xdpflow_evict program (see bpf/xdpflow.c), which takes the final
-// counters and marks the entry dead in one critical section under the
-// entry's lock, then deletes it. A packet counted before is in the
-// returned counters; a packet after starts a new entry, with a new
-// first-seen time.
+// Each key is evicted by the xdpflow_evict program, whose final counters
+// hold every packet counted before; a packet after starts a new entry,
+// with a new first-seen time. "Lossless eviction" in bpf/xdpflow.c says
+// why no packet is lost or counted twice.
 func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
 	var in, out xdpflowEvictMsg
 	opts := ebpf.RunOptions{Data: bytesOf(&in), DataOut: bytesOf(&out)}
