@@ -2,6 +2,8 @@
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); targets that do say so.
 GO          ?= go
 GOBIN       := $(shell command -v $(GO) >/dev/null 2>&1 && $(GO) env GOPATH)/bin
+# The Go release go.mod requires; check-go names it.
+GO_MIN      := $(shell sed -n 's/^go //p' go.mod)
 OCB_VERSION := v0.165.0
 OCB         := $(GOBIN)/builder
 DIST_DIR    := build/otelcol-xdpflow
@@ -18,6 +20,11 @@ all: test
 
 ## generate: rebuild the XDP programs and their Go bindings with bpf2go (needs clang, llvm, libbpf-dev):
 ## the datapath's, and the benchmark-only ones of internal/naivebench
+# clang -target bpf does not search the host's multiarch include directory,
+# which holds <asm/types.h> (/usr/include/x86_64-linux-gnu,
+# /usr/include/aarch64-linux-gnu, ...): bpf2go adds BPF2GO_CFLAGS to the
+# flags of each //go:generate line.
+generate: export BPF2GO_CFLAGS := -I/usr/include/$(shell clang -print-multiarch)
 generate:
 	cd internal/datapath && $(GO) generate ./...
 	cd internal/naivebench && $(GO) generate ./...
@@ -79,7 +86,7 @@ check-root:
 # sudo resets PATH (secure_path), which hides a Go installed in /usr/local/go/bin.
 check-go:
 	@command -v $(GO) >/dev/null 2>&1 || { \
-		echo "'$(GO)' is not in PATH ($$PATH): install Go 1.24+ (https://go.dev/dl/)."; \
+		echo "'$(GO)' is not in PATH ($$PATH): install Go $(GO_MIN) or newer (https://go.dev/dl/)."; \
 		if [ -n "$$SUDO_USER" ]; then \
 			echo "sudo replaced your PATH with its secure_path; keep yours with:"; \
 			echo '  sudo env "PATH=$$PATH" make $(or $(MAKECMDGOALS),all)'; \

@@ -214,12 +214,9 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 
 // collect reads the kernel table and moves idle connections out of it.
 //
-// Eviction loses no count: each idle key is read and deleted in one atomic
-// step (Datapath.Evict), and the value returned by that step, not the one
-// read before it, is exported. A packet that arrived between the read and
-// the deletion is in that final value; one that arrives after the deletion
-// creates a new kernel entry with a new first-seen time, exported as a new
-// series. Final values stay in r.evicted until the next consumer accepts
+// Eviction loses no count: the final values Datapath.Evict returns, not
+// the ones read before, are exported ("Lossless eviction" in bpf/xdpflow.c
+// says why). Final values stay in r.evicted until the next consumer accepts
 // them, so a failing export does not lose them either.
 func (r *xdpflowReceiver) collect() (snapshot, error) {
 	r.waitForNextStamp()

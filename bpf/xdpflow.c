@@ -280,6 +280,36 @@ static __always_inline void on_new_connection(__u64 now)
 		send_trigger(now, total);
 }
 
+/* Lossless eviction
+ *
+ * The receiver evicts an idle connection by running xdpflow_evict on its
+ * key (Datapath.Evict) and exports the final counters that run returns,
+ * not a value read before. Every packet of the connection is then in
+ * exactly one exported value, or in the overflow counters:
+ *
+ * - xdpflow_evict takes the final counters and marks the entry dead in one
+ *   critical section under the entry's lock, and add() changes counters
+ *   only under that lock and only while the entry is live: a packet
+ *   counted before is in the final counters, a packet after does not
+ *   touch the entry.
+ * - A packet that finds the entry dead looks the key up again until the
+ *   delete that follows has run, then inserts a new entry: a new series,
+ *   with a new first-seen time. Nobody can insert the key between the mark
+ *   and the delete (the dead entry holds it, so BPF_NOEXIST fails with
+ *   EEXIST), so the delete removes exactly the dead entry.
+ * - A packet that looked the entry up before the delete may reach add()
+ *   after it, when the freed entry may be live again for another key:
+ *   add() compares the entry's own copy of the key and skips it.
+ * - A packet that still finds the entry dead after MAX_COUNT_ATTEMPTS
+ *   lookups (an eviction stalled between its mark and its delete) goes to
+ *   the overflow counters: counted, not attributed to a connection.
+ *
+ * BPF_MAP_LOOKUP_AND_DELETE_ELEM from user space would not do: a packet
+ * that looked the entry up just before the deletion would add to it just
+ * after the copy, and be lost (or, once the entry is reused, be counted
+ * for another connection). TestEvictRacingPackets holds the program to
+ * this; docs/guarantees.md and the Go code point here. */
+
 static __always_inline int same_key(const struct flow_key *a, const struct flow_key *b)
 {
 	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
@@ -290,7 +320,8 @@ static __always_inline int same_key(const struct flow_key *a, const struct flow_
 	return diff == 0;
 }
 
-/* add counts one packet in v if v is live and holds key. */
+/* add counts one packet in v if v is live and holds key (see "Lossless
+ * eviction"). */
 static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
 {
 	int added = 0;
@@ -338,10 +369,10 @@ static __always_inline void mark_full(__u64 generation)
 /* count adds one packet to key's entry, inserting it if needed.
  *
  * No packet is lost to a race: an insert that finds the key already there
- * (EEXIST) looks it up again, and an entry being evicted (dead) is looked
- * up again until the eviction deleted it and a new entry can be inserted.
- * Whatever cannot be stored in the table (full, or still being evicted
- * after MAX_COUNT_ATTEMPTS) is added to the overflow counters. */
+ * (EEXIST) looks it up again, and so does a packet that meets its entry
+ * being evicted (see "Lossless eviction"). Whatever cannot be stored in
+ * the table (full, or still being evicted after MAX_COUNT_ATTEMPTS) is
+ * added to the overflow counters. */
 static __always_inline void count(struct flow_key *key, __u64 len)
 {
 	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
@@ -400,19 +431,9 @@ int xdpflow(struct xdp_md *ctx)
 }
 
 /* xdpflow_evict removes one connection from the flow table and returns its
- * final counters. The loader runs it with BPF_PROG_TEST_RUN on a struct
- * evict_msg; it is never attached to an interface.
- *
- * Why in the kernel and not with BPF_MAP_LOOKUP_AND_DELETE_ELEM: a packet
- * that looked the entry up just before the deletion would add to it just
- * after the copy, and be lost (or, once the entry is reused, be counted
- * for another connection). Here the final counters are taken under the
- * entry's lock and the entry is marked dead in the same critical section:
- * every packet counted before is in them, and every packet after sees
- * "dead", does not touch the entry and inserts a new one once the delete
- * below has run (a new series, with a new first-seen time). Nobody can
- * insert the key between the mark and the delete, so the delete removes
- * exactly this dead entry. */
+ * final counters, losing no packet (see "Lossless eviction"). The loader
+ * runs it with BPF_PROG_TEST_RUN on a struct evict_msg; it is never
+ * attached to an interface. */
 SEC("xdp")
 int xdpflow_evict(struct xdp_md *ctx)
 {

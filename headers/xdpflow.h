@@ -43,7 +43,8 @@ struct flow_counters {
 
 /* flow_value is the flow table's value. Counters change only under lock,
  * and only while the value is live and holds the key it was looked up by:
- * that is what makes eviction lossless (see xdpflow_evict). */
+ * that is what makes eviction lossless ("Lossless eviction" in
+ * bpf/xdpflow.c). */
 struct flow_value {
 	struct bpf_spin_lock lock;
 	/* Set, under lock, by xdpflow_evict once it has taken the final

@@ -27,10 +27,9 @@ type Datapath struct {
 	closing chan struct{} // closed by Close, to stop the event reader
 	wg      sync.WaitGroup
 
-	mu        sync.Mutex
-	links     map[string]*attachment
-	closed    bool
-	noBatchOp bool
+	mu     sync.Mutex
+	links  map[string]*attachment
+	closed bool
 }
 
 // Load checks opts, then loads the program and its maps into the kernel.
@@ -138,20 +137,36 @@ func (d *Datapath) Close() error {
 // Stats reads the counters, summing the per-CPU values.
 func (d *Datapath) Stats() (Stats, error) {
 	var s Stats
-	fields := []*uint64{&s.OverflowPackets, &s.OverflowBytes, &s.RingbufDrops, &s.Events}
 	var perCPU []uint64
-	for i, f := range fields {
-		if err := d.objs.Stats.Lookup(uint32(i), &perCPU); err != nil {
-			return Stats{}, fmt.Errorf("read stats[%d]: %w", i, err)
+	for _, f := range s.perCPUFields() {
+		if err := d.objs.Stats.Lookup(uint32(f.index), &perCPU); err != nil {
+			return Stats{}, fmt.Errorf("read stats[%d]: %w", f.index, err)
 		}
 		for _, v := range perCPU {
-			*f += v
+			*f.sum += v
 		}
 	}
 	if err := d.objs.NewConnections.Get(&s.NewConnections); err != nil {
 		return Stats{}, fmt.Errorf("read new_connections: %w", err)
 	}
 	return s, nil
+}
+
+// statField is an index of the per-CPU stats array (enum xdpflow_stat)
+// and the Stats field that holds the sum of its values.
+type statField struct {
+	index xdpflowXdpflowStat
+	sum   *uint64
+}
+
+// perCPUFields returns the fields of s read from the per-CPU stats array.
+func (s *Stats) perCPUFields() []statField {
+	return []statField{
+		{xdpflowXdpflowStatSTAT_OVERFLOW_PACKETS, &s.OverflowPackets},
+		{xdpflowXdpflowStatSTAT_OVERFLOW_BYTES, &s.OverflowBytes},
+		{xdpflowXdpflowStatSTAT_RINGBUF_DROPS, &s.RingbufDrops},
+		{xdpflowXdpflowStatSTAT_EVENTS, &s.Events},
+	}
 }
 
 // MaxConnections returns the capacity of the flow table.

@@ -3,7 +3,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 	"time"
@@ -38,11 +37,10 @@ func (d *Datapath) readEvents() {
 			}
 			continue
 		}
-		if len(rec.RawSample) >= 16 {
-			d.offer(TriggerEvent{
-				KtimeNs:        binary.NativeEndian.Uint64(rec.RawSample[0:8]),
-				NewConnections: binary.NativeEndian.Uint64(rec.RawSample[8:16]),
-			})
+		var ev xdpflowTriggerEvent
+		if len(rec.RawSample) >= len(bytesOf(&ev)) {
+			copy(bytesOf(&ev), rec.RawSample)
+			d.offer(TriggerEvent{KtimeNs: ev.KtimeNs, NewConnections: ev.NewConnections})
 		}
 		if d.events.AvailableBytes() > 0 {
 			continue // drain what is queued

@@ -3,6 +3,7 @@
 package datapath
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 	"unsafe"
@@ -39,10 +40,12 @@ func shiftFields(fields []field, by uintptr) []field {
 	return out
 }
 
-// TestLayoutMatchesGenerated checks that the hand-written mirrors of the C
-// structs have the size and field offsets of the bpf2go-generated types,
-// and that FlowKey has no implicit padding, whose bytes the kernel would
-// compare as part of the key.
+// TestLayoutMatchesGenerated checks that the public types have the size
+// and field offsets of the bpf2go-generated types: FlowKey and FlowValue
+// because batch lookups fill them in place, TriggerEvent because it is to
+// carry every field of the kernel's event. It also checks that FlowKey has
+// no implicit padding, whose bytes the kernel would compare as part of the
+// key.
 func TestLayoutMatchesGenerated(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -88,7 +91,6 @@ func TestLayoutOffsets(t *testing.T) {
 	var v FlowValue
 	var gv xdpflowFlowValue
 	var gc xdpflowFlowCounters
-	var gm xdpflowEvictMsg
 	counters := unsafe.Offsetof(gv.Counters)
 	checks := []struct {
 		name      string
@@ -107,10 +109,6 @@ func TestLayoutOffsets(t *testing.T) {
 		{"FlowValue.Bytes", unsafe.Offsetof(v.Bytes), counters + unsafe.Offsetof(gc.Bytes)},
 		{"FlowValue.FirstSeenNs", unsafe.Offsetof(v.FirstSeenNs), counters + unsafe.Offsetof(gc.FirstSeenNs)},
 		{"FlowValue.LastSeenNs", unsafe.Offsetof(v.LastSeenNs), counters + unsafe.Offsetof(gc.LastSeenNs)},
-		// Evict encodes and decodes struct evict_msg by hand.
-		{"sizeof evict_msg", evictMsgSize, unsafe.Sizeof(gm)},
-		{"evict_msg.found", 28, unsafe.Offsetof(gm.Found)},
-		{"evict_msg.counters", 32, unsafe.Offsetof(gm.Counters)},
 	}
 	for _, c := range checks {
 		if c.ours != c.gen {
@@ -124,9 +122,8 @@ func TestLayoutOffsets(t *testing.T) {
 	}
 }
 
-// TestLayoutMatchesBTF checks FlowKey, FlowValue and TriggerEvent against
-// the BTF of the compiled program, i.e. the C structs themselves, and the
-// order of the statistics that Stats reads.
+// TestLayoutMatchesBTF checks FlowKey and TriggerEvent against the BTF of
+// the compiled program, i.e. the C structs themselves.
 func TestLayoutMatchesBTF(t *testing.T) {
 	spec, err := loadXdpflow()
 	if err != nil {
@@ -168,20 +165,44 @@ func TestLayoutMatchesBTF(t *testing.T) {
 			}
 		})
 	}
+}
 
-	// Stats reads the per-CPU array at indexes 0 to 3 in this order.
-	stats := []xdpflowXdpflowStat{
-		xdpflowXdpflowStatSTAT_OVERFLOW_PACKETS,
-		xdpflowXdpflowStatSTAT_OVERFLOW_BYTES,
-		xdpflowXdpflowStatSTAT_RINGBUF_DROPS,
-		xdpflowXdpflowStatSTAT_EVENTS,
+// TestKernelKeyKeepsBytes checks that kernelKey moves every field of a
+// FlowKey to its place in struct flow_key: the two are byte for byte the
+// same for a key whose every byte differs.
+func TestKernelKeyKeepsBytes(t *testing.T) {
+	var k FlowKey
+	for i := range bytesOf(&k) {
+		bytesOf(&k)[i] = byte(i + 1)
 	}
-	for i, s := range stats {
-		if int(s) != i {
-			t.Errorf("stat %d has index %d", i, s)
+	kk := kernelKey(k)
+	if !bytes.Equal(bytesOf(&kk), bytesOf(&k)) {
+		t.Errorf("kernelKey(%x) = %x", bytesOf(&k), bytesOf(&kk))
+	}
+}
+
+// TestStatsReadsEveryStat checks that Stats sums every index of the
+// per-CPU stats array, each into its own field, and that the array has
+// exactly those indexes.
+func TestStatsReadsEveryStat(t *testing.T) {
+	spec, err := loadXdpflow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Stats
+	fields := s.perCPUFields()
+	indexes := map[xdpflowXdpflowStat]bool{}
+	sums := map[*uint64]bool{}
+	for _, f := range fields {
+		if f.index >= xdpflowXdpflowStatSTAT_MAX || indexes[f.index] || sums[f.sum] {
+			t.Errorf("stat index %d read twice, into a field used twice, or past STAT_MAX", f.index)
 		}
+		indexes[f.index], sums[f.sum] = true, true
 	}
-	if got := spec.Maps[xdpflowMapStats].MaxEntries; got != uint32(xdpflowXdpflowStatSTAT_MAX) || got != uint32(len(stats)) {
-		t.Errorf("stats map has %d entries, want STAT_MAX = %d", got, len(stats))
+	if len(fields) != int(xdpflowXdpflowStatSTAT_MAX) {
+		t.Errorf("Stats reads %d of the %d stats", len(fields), xdpflowXdpflowStatSTAT_MAX)
+	}
+	if got := spec.Maps[xdpflowMapStats].MaxEntries; got != uint32(xdpflowXdpflowStatSTAT_MAX) {
+		t.Errorf("stats map has %d entries, want STAT_MAX = %d", got, xdpflowXdpflowStatSTAT_MAX)
 	}
 }

@@ -3,7 +3,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -16,31 +15,11 @@ import (
 const batchSize = 4096
 
 // ReadFlows replaces the contents of dst with every flow in the kernel
-// table, reusing dst's buffers. It uses batch lookups and falls back to
-// iterating key by key on kernels without them. Flows inserted while it
+// table, reusing dst's buffers. It reads with batch lookups, which need
+// Linux 5.6 or newer (the package requires 5.15). Flows inserted while it
 // runs may or may not be included; none is returned twice.
 func (d *Datapath) ReadFlows(dst *FlowTable) error {
 	dst.Reset()
-	if !d.batchUnsupported() {
-		err := d.readBatched(dst)
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
-		}
-		d.mu.Lock()
-		d.noBatchOp = true
-		d.mu.Unlock()
-		dst.Reset()
-	}
-	return d.readIterating(dst)
-}
-
-func (d *Datapath) batchUnsupported() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.noBatchOp
-}
-
-func (d *Datapath) readBatched(dst *FlowTable) error {
 	var cursor ebpf.MapBatchCursor
 	for {
 		keys, values := dst.grow(batchSize)
@@ -50,66 +29,35 @@ func (d *Datapath) readBatched(dst *FlowTable) error {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("read flow table: batch lookups need Linux 5.6 or newer (xdpflow requires 5.15): %w", err)
+		}
 		if err != nil {
 			return fmt.Errorf("read flow table: %w", err)
 		}
 	}
 }
 
-func (d *Datapath) readIterating(dst *FlowTable) error {
-	var k FlowKey
-	var v FlowValue
-	it := d.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		dst.Append(k, v)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate flow table: %w", err)
-	}
-	return nil
-}
-
-// evictMsgSize is sizeof(struct evict_msg): key, found flag, counters.
-const evictMsgSize = 64
-
 // Evict removes keys from the kernel table and appends each removed flow,
 // with its final counters, to dst. Keys no longer in the table are skipped.
 //
-// Every packet is counted exactly once: each key is evicted by the
-// xdpflow_evict program (see bpf/xdpflow.c), which takes the final
-// counters and marks the entry dead in one critical section under the
-// entry's lock, then deletes it. A packet counted before is in the
-// returned counters; a packet after starts a new entry, with a new
-// first-seen time.
+// Each key is evicted by the xdpflow_evict program, whose final counters
+// hold every packet counted before; a packet after starts a new entry,
+// with a new first-seen time. "Lossless eviction" in bpf/xdpflow.c says
+// why no packet is lost or counted twice.
 func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
-	in := make([]byte, evictMsgSize)
-	out := make([]byte, evictMsgSize)
+	var in, out xdpflowEvictMsg
+	opts := ebpf.RunOptions{Data: bytesOf(&in), DataOut: bytesOf(&out)}
 	for _, k := range keys {
-		encodeKey(in, k)
-		_, err := d.objs.XdpflowEvict.Run(&ebpf.RunOptions{Data: in, DataOut: out})
-		if err != nil {
+		in.Key = kernelKey(k)
+		if _, err := d.objs.XdpflowEvict.Run(&opts); err != nil {
 			return fmt.Errorf("evict flow from %s: %w", k.Addr(), err)
 		}
-		if binary.NativeEndian.Uint32(out[28:32]) == 0 {
+		if out.Found == 0 {
 			continue // not in the table
 		}
-		dst.Append(k, FlowValue{
-			Packets:     binary.NativeEndian.Uint64(out[32:40]),
-			Bytes:       binary.NativeEndian.Uint64(out[40:48]),
-			FirstSeenNs: binary.NativeEndian.Uint64(out[48:56]),
-			LastSeenNs:  binary.NativeEndian.Uint64(out[56:64]),
-		})
+		c := out.Counters
+		dst.Append(k, FlowValue{Packets: c.Packets, Bytes: c.Bytes, FirstSeenNs: c.FirstSeenNs, LastSeenNs: c.LastSeenNs})
 	}
 	return nil
-}
-
-// encodeKey writes k as struct flow_key at the start of b.
-func encodeKey(b []byte, k FlowKey) {
-	copy(b[0:16], k.SrcAddr[:])
-	binary.NativeEndian.PutUint32(b[16:20], k.Ifindex)
-	binary.NativeEndian.PutUint16(b[20:22], k.SrcPort)
-	binary.NativeEndian.PutUint16(b[22:24], k.DstPort)
-	b[24] = uint8(k.Proto)
-	b[25] = k.Family
-	binary.NativeEndian.PutUint16(b[26:28], k.Pad)
 }

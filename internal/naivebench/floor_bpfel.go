@@ -52,6 +52,16 @@ type floorSmallKey struct {
 	Ifindex uint32
 }
 
+type floorXdpflowStat uint32
+
+const (
+	floorXdpflowStatSTAT_OVERFLOW_PACKETS floorXdpflowStat = 0
+	floorXdpflowStatSTAT_OVERFLOW_BYTES   floorXdpflowStat = 1
+	floorXdpflowStatSTAT_RINGBUF_DROPS    floorXdpflowStat = 2
+	floorXdpflowStatSTAT_EVENTS           floorXdpflowStat = 3
+	floorXdpflowStatSTAT_MAX              floorXdpflowStat = 4
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.

@@ -7,6 +7,7 @@
 package naivebench
 
 // The generated files (naive_bpfel.*, floor_bpfel.*) are committed like
-// internal/datapath's; `make generate` rebuilds them.
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target bpfel naive ../../bpf/naive.c -- -I../../bpf -I../../headers -I/usr/include/x86_64-linux-gnu -mcpu=v3 -Wall -Werror
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target bpfel floor ../../bpf/floor.c -- -I../../bpf -I../../headers -I/usr/include/x86_64-linux-gnu -mcpu=v3 -Wall -Werror
+// internal/datapath's; `make generate` rebuilds them (see the Makefile for
+// BPF2GO_CFLAGS).
+//go:generate go tool bpf2go -tags linux -target bpfel naive ../../bpf/naive.c -- -I../../bpf -I../../headers -mcpu=v3 -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel -type xdpflow_stat floor ../../bpf/floor.c -- -I../../bpf -I../../headers -mcpu=v3 -Wall -Werror

@@ -146,7 +146,8 @@ func (f *Floor) PutSmall(saddr [4]byte, sport, dport uint16, ifindex uint32) err
 // over CPUs): a benchmark of a hit must leave it at 0.
 func (f *Floor) Misses() (uint64, error) {
 	var perCPU []uint64
-	if err := f.objs.Stats.Lookup(uint32(0), &perCPU); err != nil {
+	// The Lookup programs count a miss as an overflow packet.
+	if err := f.objs.Stats.Lookup(uint32(floorXdpflowStatSTAT_OVERFLOW_PACKETS), &perCPU); err != nil {
 		return 0, err
 	}
 	var sum uint64
