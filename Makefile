@@ -19,15 +19,17 @@ FUZZTIME    ?= 300000x
 all: test
 
 ## generate: rebuild the XDP programs and their Go bindings with bpf2go (needs clang, llvm, libbpf-dev):
-## the datapath's, and the benchmark-only ones of internal/naivebench
+## the datapath's, and the benchmark-only ones of internal/naivebench; then internal/metadata,
+## documentation.md and the generated_*_test.go files from metadata.yaml with mdatagen
 # clang -target bpf does not search the host's multiarch include directory,
 # which holds <asm/types.h> (/usr/include/x86_64-linux-gnu,
 # /usr/include/aarch64-linux-gnu, ...): bpf2go adds BPF2GO_CFLAGS to the
 # flags of each //go:generate line.
-generate: export BPF2GO_CFLAGS := -I/usr/include/$(shell clang -print-multiarch)
+generate: export BPF2GO_CFLAGS = -I/usr/include/$(shell clang -print-multiarch)
 generate:
 	cd internal/datapath && $(GO) generate ./...
 	cd internal/naivebench && $(GO) generate ./...
+	$(GO) generate .
 
 ## test: vet and run every test (as root, the BPF and network-namespace tests run too)
 test: check-go
