@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
 // Config is the configuration of the xdpflow receiver.
@@ -41,6 +42,9 @@ type Config struct {
 	// it is exported one last time and removed from the flow table; if it
 	// comes back it starts a new series. Default: 5m; at least 1s.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MetricsBuilderConfig is the "metrics" section: each metric can be
+	// disabled (metrics::<name>::enabled, documentation.md).
+	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -57,6 +61,7 @@ func createDefaultConfig() *Config {
 		MinSnapshotInterval:    time.Second,
 		MaxConnections:         65536,
 		IdleTimeout:            5 * time.Minute,
+		MetricsBuilderConfig:   metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
 
@@ -116,7 +121,34 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout < time.Second {
 		add("idle_timeout: %s is too short (at least 1s, e.g. 5m)", c.IdleTimeout)
 	}
+	errs = append(errs, c.validatePerConnectionMetrics()...)
 	return errors.Join(errs...)
+}
+
+// validatePerConnectionMetrics refuses what mdatagen's metrics section
+// offers but the receiver does not do: per-connection series carry every
+// attribute, summed by connection in the kernel, never re-aggregated.
+func (c *Config) validatePerConnectionMetrics() []error {
+	m, defaults := c.Metrics, metadata.DefaultMetricsConfig()
+	return append(
+		summedByConnection(metadata.MetricsInfo.XdpflowPackets.Name, m.XdpflowPackets.EnabledAttributes, m.XdpflowPackets.AggregationStrategy,
+			len(defaults.XdpflowPackets.EnabledAttributes), defaults.XdpflowPackets.AggregationStrategy),
+		summedByConnection(metadata.MetricsInfo.XdpflowBytes.Name, m.XdpflowBytes.EnabledAttributes, m.XdpflowBytes.AggregationStrategy,
+			len(defaults.XdpflowBytes.EnabledAttributes), defaults.XdpflowBytes.AggregationStrategy)...)
+}
+
+// summedByConnection checks that metric name keeps all of its allAttrs
+// attributes and the summing strategy.
+func summedByConnection[K comparable](name string, attrs []K, strategy string, allAttrs int, summing string) []error {
+	var errs []error
+	if d := duplicates(attrs, func(k K) K { return k }); d != "" || len(attrs) != allAttrs {
+		errs = append(errs, fmt.Errorf("metrics::%s::attributes: choosing attributes is not supported; every series carries all of %s",
+			name, strings.Join(metadata.MetricsInfo.XdpflowPackets.Attributes, ", ")))
+	}
+	if strategy != summing {
+		errs = append(errs, fmt.Errorf("metrics::%s::aggregation_strategy: only %q is supported, got %q", name, summing, strategy))
+	}
+	return errs
 }
 
 // duplicates lists, comma-separated, the values that appear more than

@@ -6,11 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -31,13 +35,18 @@ func TestLoadConfig(t *testing.T) {
 	allPorts := createDefaultConfig()
 	allPorts.Ports = []int{}
 
+	someMetrics := createDefaultConfig()
+	someMetrics.Metrics.XdpflowBytes.Enabled = false
+	someMetrics.Metrics.XdpflowConnections.Enabled = false
+
 	tests := []struct {
 		id   component.ID
 		want *Config
 	}{
-		{component.MustNewID(typeStr), createDefaultConfig()},
-		{component.MustNewIDWithName(typeStr, "all_set"), allSet},
-		{component.MustNewIDWithName(typeStr, "all_ports"), allPorts},
+		{component.NewID(metadata.Type), createDefaultConfig()},
+		{component.MustNewIDWithName(metadata.Type.String(), "all_set"), allSet},
+		{component.MustNewIDWithName(metadata.Type.String(), "all_ports"), allPorts},
+		{component.MustNewIDWithName(metadata.Type.String(), "some_metrics"), someMetrics},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -46,7 +55,10 @@ func TestLoadConfig(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, sub.Unmarshal(cfg))
 			require.NoError(t, confmap.Validate(cfg))
-			assert.Equal(t, tt.want, cfg)
+			// The metrics section remembers, unexported, what the user set.
+			assert.Empty(t, cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(
+				Config{}, metadata.XdpflowBytesMetricConfig{}, metadata.XdpflowConnectionsMetricConfig{}, metadata.XdpflowEventsDroppedMetricConfig{},
+				metadata.XdpflowOverflowBytesMetricConfig{}, metadata.XdpflowOverflowPacketsMetricConfig{}, metadata.XdpflowPacketsMetricConfig{})))
 		})
 	}
 }
@@ -88,6 +100,10 @@ func TestValidateRejects(t *testing.T) {
 		{"min snapshot above collection", func(c *Config) { c.MinSnapshotInterval = time.Minute }, "min_snapshot_interval: 1m0s must not exceed collection_interval (10s)"},
 		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: 0s is too short (at least 1s, e.g. 5m)"},
 		{"idle timeout below a second", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout: 500ms is too short (at least 1s, e.g. 5m)"},
+		{"attributes chosen", func(c *Config) { c.Metrics.XdpflowPackets.EnabledAttributes = c.Metrics.XdpflowPackets.EnabledAttributes[1:] },
+			"metrics::xdpflow.packets::attributes: choosing attributes is not supported; every series carries all of source.address, source.port, destination.port, network.transport, network.type, network.interface.name"},
+		{"aggregation strategy", func(c *Config) { c.Metrics.XdpflowBytes.AggregationStrategy = "max" },
+			`metrics::xdpflow.bytes::aggregation_strategy: only "sum" is supported, got "max"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

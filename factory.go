@@ -7,21 +7,17 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
-
-// typeStr is the name of the receiver in collector configurations.
-const typeStr = "xdpflow"
-
-// stability is the maturity of the metrics signal of this receiver.
-const stability = component.StabilityLevelAlpha
 
 // NewFactory returns the factory of the xdpflow receiver, for the
 // collector's components list (ocb does this from builder-config.yaml).
 func NewFactory() receiver.Factory {
 	return receiver.NewFactory(
-		component.MustNewType(typeStr),
+		metadata.Type,
 		func() component.Config { return createDefaultConfig() },
-		receiver.WithMetrics(createMetrics, stability),
+		receiver.WithMetrics(createMetrics, metadata.MetricsStability),
 	)
 }
 

@@ -36,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
@@ -211,8 +212,8 @@ func ritDecodeOne(t *testing.T, idx int, md pmetric.Metrics) ritExport {
 		return e
 	}
 	sm := md.ResourceMetrics().At(0).ScopeMetrics().At(0)
-	if sm.Scope().Name() != scopeName {
-		errorf("scope %q, want %q", sm.Scope().Name(), scopeName)
+	if sm.Scope().Name() != metadata.ScopeName {
+		errorf("scope %q, want %q", sm.Scope().Name(), metadata.ScopeName)
 	}
 	seenTS := map[pcommon.Timestamp]bool{}
 	bytesPoints := map[ritConn]ritPoint{}

@@ -7,18 +7,17 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
-// Names and units of the metrics the receiver emits.
-const (
-	scopeName = "github.com/xdpflow/xdpflowreceiver"
-
-	metricPackets         = "xdpflow.packets"
-	metricBytes           = "xdpflow.bytes"
-	metricOverflowPackets = "xdpflow.overflow.packets"
-	metricOverflowBytes   = "xdpflow.overflow.bytes"
-	metricEventsDropped   = "xdpflow.events.dropped"
-	metricConnections     = "xdpflow.connections"
+// Names of the metrics the receiver emits (metadata.yaml).
+var (
+	metricPackets         = metadata.MetricsInfo.XdpflowPackets.Name
+	metricBytes           = metadata.MetricsInfo.XdpflowBytes.Name
+	metricOverflowPackets = metadata.MetricsInfo.XdpflowOverflowPackets.Name
+	metricOverflowBytes   = metadata.MetricsInfo.XdpflowOverflowBytes.Name
+	metricEventsDropped   = metadata.MetricsInfo.XdpflowEventsDropped.Name
+	metricConnections     = metadata.MetricsInfo.XdpflowConnections.Name
 )
 
 // Attribute keys, from the OpenTelemetry semantic conventions.
@@ -84,6 +83,8 @@ type metricsBuilder struct {
 	clock   datapath.ClockOffset
 	ifnames map[uint32]string
 	version string
+	// metrics says which metrics are enabled.
+	metrics metadata.MetricsConfig
 }
 
 // maxFlowsPerExport bounds the connections in one export (one
@@ -119,17 +120,12 @@ func (s *snapshot) timestamp(i int, now pcommon.Timestamp) pcommon.Timestamp {
 func (b *metricsBuilder) build(s *snapshot, from, to int) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(metadata.ScopeName)
 	sm.Scope().SetVersion(b.version)
 	now := pcommon.NewTimestampFromTime(s.time)
 
-	packets := newSum(sm.Metrics(), metricPackets, "{packet}", "Packets received per connection.")
-	bytes := newSum(sm.Metrics(), metricBytes, "By", "Bytes received per connection, whole frames from the Ethernet header on.")
-	packets.DataPoints().EnsureCapacity(to - from)
-	bytes.DataPoints().EnsureCapacity(to - from)
-	for i := from; i < to; i++ {
-		k, v := s.flow(i)
-		b.appendFlow(packets, bytes, k, v, s.timestamp(i, now))
+	if b.metrics.XdpflowPackets.Enabled || b.metrics.XdpflowBytes.Enabled {
+		b.appendFlows(sm.Metrics(), s, from, to, now)
 	}
 	if from == 0 {
 		b.appendTotals(sm.Metrics(), s, now)
@@ -137,13 +133,40 @@ func (b *metricsBuilder) build(s *snapshot, from, to int) pmetric.Metrics {
 	return md
 }
 
+// appendFlows adds connections [from, to) of s to the enabled
+// per-connection metrics.
+func (b *metricsBuilder) appendFlows(ms pmetric.MetricSlice, s *snapshot, from, to int, now pcommon.Timestamp) {
+	packets := newSum(ms, metricPackets, "{packet}", "Packets received per connection.")
+	bytes := newSum(ms, metricBytes, "By", "Bytes received per connection, whole frames from the Ethernet header on.")
+	packets.DataPoints().EnsureCapacity(to - from)
+	bytes.DataPoints().EnsureCapacity(to - from)
+	for i := from; i < to; i++ {
+		k, v := s.flow(i)
+		b.appendFlow(packets, bytes, k, v, s.timestamp(i, now))
+	}
+	// Built together, since bytes copies the attributes of packets;
+	// dropped here when disabled.
+	ms.RemoveIf(func(m pmetric.Metric) bool {
+		return m.Name() == metricPackets && !b.metrics.XdpflowPackets.Enabled ||
+			m.Name() == metricBytes && !b.metrics.XdpflowBytes.Enabled
+	})
+}
+
 // appendTotals adds the receiver-wide metrics: overflow, dropped events,
 // and the size of the flow table.
 func (b *metricsBuilder) appendTotals(ms pmetric.MetricSlice, s *snapshot, now pcommon.Timestamp) {
-	b.appendCounter(ms, metricOverflowPackets, "{packet}", "Packets not attributed to a connection because the flow table was full.", s.stats.OverflowPackets, now)
-	b.appendCounter(ms, metricOverflowBytes, "By", "Bytes not attributed to a connection because the flow table was full.", s.stats.OverflowBytes, now)
-	b.appendCounter(ms, metricEventsDropped, "{event}", "New-connection events lost because the ring buffer was full; their connections are still read by the next snapshot.", s.stats.RingbufDrops, now)
-
+	if b.metrics.XdpflowOverflowPackets.Enabled {
+		b.appendCounter(ms, metricOverflowPackets, "{packet}", "Packets not attributed to a connection because the flow table was full.", s.stats.OverflowPackets, now)
+	}
+	if b.metrics.XdpflowOverflowBytes.Enabled {
+		b.appendCounter(ms, metricOverflowBytes, "By", "Bytes not attributed to a connection because the flow table was full.", s.stats.OverflowBytes, now)
+	}
+	if b.metrics.XdpflowEventsDropped.Enabled {
+		b.appendCounter(ms, metricEventsDropped, "{event}", "New-connection events lost because the ring buffer was full; their connections are still read by the next snapshot.", s.stats.RingbufDrops, now)
+	}
+	if !b.metrics.XdpflowConnections.Enabled {
+		return
+	}
 	g := ms.AppendEmpty()
 	g.SetName(metricConnections)
 	g.SetUnit("{connection}")

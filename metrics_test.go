@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -29,6 +30,7 @@ func testBuilder() metricsBuilder {
 		clock:   datapath.NewClockOffset(testEpoch, kernelBase),
 		ifnames: map[uint32]string{2: "eth0", 3: "eth1"},
 		version: "test",
+		metrics: metadata.DefaultMetricsConfig(),
 	}
 }
 
@@ -97,4 +99,22 @@ func TestBuildMetricsEmpty(t *testing.T) {
 	want, err := golden.ReadMetrics(path)
 	require.NoError(t, err)
 	require.NoError(t, pmetrictest.CompareMetrics(want, md))
+}
+
+func TestDisabledMetricsAreNotEmitted(t *testing.T) {
+	var flows datapath.FlowTable
+	flows.Append(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), testValue(12, 1500, 1, 9))
+	s := snapshot{time: testEpoch.Add(10 * time.Second), flows: &flows, evicted: &datapath.FlowTable{}, connections: 1}
+	b := testBuilder()
+	b.metrics.XdpflowPackets.Enabled = false
+	b.metrics.XdpflowOverflowBytes.Enabled = false
+	b.metrics.XdpflowConnections.Enabled = false
+	got := metricsByName(b.build(&s, 0, s.flowCount()))
+	require.ElementsMatch(t, []string{metricBytes, metricOverflowPackets, metricEventsDropped}, keysOf(got))
+	require.Equal(t, 1, got[metricBytes].Sum().DataPoints().Len())
+	require.Equal(t, 6, got[metricBytes].Sum().DataPoints().At(0).Attributes().Len())
+
+	b.metrics.XdpflowBytes.Enabled = false
+	got = metricsByName(b.build(&s, 0, s.flowCount()))
+	require.ElementsMatch(t, []string{metricOverflowPackets, metricEventsDropped}, keysOf(got))
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
 // clockStepThreshold is how far the wall clock must move against boot
@@ -30,7 +31,7 @@ type xdpflowReceiver struct {
 	next      consumer.Metrics
 	open      openFunc
 	obsrecv   *receiverhelper.ObsReport
-	telemetry *selfTelemetry
+	telemetry selfTelemetry
 	// measureClock pairs the kernel clock with the wall clock; tests
 	// replace it with a fixed pairing, so that they never depend on uptime.
 	measureClock func() (datapath.ClockOffset, error)
@@ -62,14 +63,14 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 	if err != nil {
 		return nil, fmt.Errorf("create obsreport: %w", err)
 	}
-	tel, err := newSelfTelemetry(set.TelemetrySettings)
+	tel, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
 	if err != nil {
 		return nil, fmt.Errorf("create self-telemetry: %w", err)
 	}
 	return &xdpflowReceiver{
 		cfg: cfg, set: set, next: next, open: open,
-		obsrecv: obsrecv, telemetry: tel, measureClock: datapath.MeasureClockOffset,
-		builder: metricsBuilder{version: set.BuildInfo.Version},
+		obsrecv: obsrecv, telemetry: selfTelemetry{tel}, measureClock: datapath.MeasureClockOffset,
+		builder: metricsBuilder{version: set.BuildInfo.Version, metrics: cfg.Metrics},
 	}, nil
 }
 
@@ -180,7 +181,7 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	r.lastTaken = began
 	s, err := r.collect()
 	if err != nil {
-		r.telemetry.readFailures.Add(ctx, 1)
+		r.telemetry.XdpflowReadFailures.Add(ctx, 1)
 		r.set.Logger.Error("Failed to read the XDP flow table", zap.String("cause", cause), zap.Error(err))
 		return
 	}
@@ -194,7 +195,7 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	}
 	r.telemetry.recordSnapshot(cause, time.Since(began))
 	if failed != nil {
-		r.telemetry.exportFailures.Add(ctx, 1)
+		r.telemetry.XdpflowExportFailures.Add(ctx, 1)
 		r.set.Logger.Warn("Next consumer refused (part of) the snapshot; evicted connections are sent again with the next one",
 			zap.String("cause", cause), zap.Int("connections", total), zap.Error(failed))
 		r.boundEvicted()
@@ -208,7 +209,7 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 	points := md.DataPointCount()
 	obsCtx := r.obsrecv.StartMetricsOp(ctx)
 	err := r.next.ConsumeMetrics(obsCtx, md)
-	r.obsrecv.EndMetricsOp(obsCtx, typeStr, points, err)
+	r.obsrecv.EndMetricsOp(obsCtx, metadata.Type.String(), points, err)
 	return err
 }
 
