@@ -100,7 +100,9 @@ func TestValidateRejects(t *testing.T) {
 		{"min snapshot above collection", func(c *Config) { c.MinSnapshotInterval = time.Minute }, "min_snapshot_interval: 1m0s must not exceed collection_interval (10s)"},
 		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: 0s is too short (at least 1s, e.g. 5m)"},
 		{"idle timeout below a second", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout: 500ms is too short (at least 1s, e.g. 5m)"},
-		{"attributes chosen", func(c *Config) { c.Metrics.XdpflowPackets.EnabledAttributes = c.Metrics.XdpflowPackets.EnabledAttributes[1:] },
+		{"attributes chosen", func(c *Config) {
+			c.Metrics.XdpflowPackets.EnabledAttributes = c.Metrics.XdpflowPackets.EnabledAttributes[1:]
+		},
 			"metrics::xdpflow.packets::attributes: choosing attributes is not supported; every series carries all of source.address, source.port, destination.port, network.transport, network.type, network.interface.name"},
 		{"aggregation strategy", func(c *Config) { c.Metrics.XdpflowBytes.AggregationStrategy = "max" },
 			`metrics::xdpflow.bytes::aggregation_strategy: only "sum" is supported, got "max"`},
