@@ -52,6 +52,7 @@ type xdpflowReceiver struct {
 	// lastStamp is the latest Timestamp the previous snapshot used.
 	lastStamp time.Time
 	gone      map[string]bool // deleted interfaces already reported
+	health    healthReporter
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
@@ -76,7 +77,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 
 // Start loads the XDP program, attaches it to every configured interface
 // and starts the snapshot loop. If any step fails, what was done is undone.
-func (r *xdpflowReceiver) Start(_ context.Context, _ component.Host) error {
+func (r *xdpflowReceiver) Start(_ context.Context, host component.Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.src != nil || r.stopped {
@@ -91,6 +92,7 @@ func (r *xdpflowReceiver) Start(_ context.Context, _ component.Host) error {
 		return errors.Join(fmt.Errorf("xdpflow receiver: %w", err), src.Close())
 	}
 	r.src = src
+	r.health.host = host
 	r.gone = map[string]bool{}
 	r.builder.clock = clock
 	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
@@ -116,6 +118,7 @@ func (r *xdpflowReceiver) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	r.stopped = true
+	defer r.telemetry.Shutdown()
 	if r.src == nil {
 		return nil
 	}
@@ -180,6 +183,9 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	began := time.Now()
 	r.lastTaken = began
 	s, err := r.collect()
+	if cause != causeShutdown {
+		r.health.report(snapshotHealth(err, r.src.Gone()))
+	}
 	if err != nil {
 		r.telemetry.XdpflowReadFailures.Add(ctx, 1)
 		r.set.Logger.Error("Failed to read the XDP flow table", zap.String("cause", cause), zap.Error(err))
