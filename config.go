@@ -3,8 +3,12 @@ package xdpflowreceiver
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/collector/confmap"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
@@ -50,6 +54,40 @@ type Config struct {
 	_ struct{}
 }
 
+// Unmarshal decodes the receiver's configuration. It refuses ports that
+// are not whole numbers before decoding, which would truncate 80.5 to 80
+// and wrap numbers beyond the integer range.
+func (c *Config) Unmarshal(conf *confmap.Conf) error {
+	if ports, ok := conf.Get("ports").([]any); ok {
+		for _, p := range ports {
+			if err := checkPortNumber(p); err != nil {
+				return err
+			}
+		}
+	}
+	return conf.Unmarshal(c)
+}
+
+// checkPortNumber accepts the integer types the YAML decoder produces;
+// it leaves their range to Validate, except where decoding into an int
+// would wrap.
+func checkPortNumber(p any) error {
+	switch v := p.(type) {
+	case int, int64:
+		return nil
+	case uint64: // beyond the int64 range
+		return fmt.Errorf("ports: %d is out of range (1-65535)", v)
+	case float64: // a decimal point, or beyond the uint64 range
+		if v != math.Trunc(v) {
+			return fmt.Errorf("ports: %v is not a whole number (1-65535)", v)
+		}
+		if v < 1 || v > 65535 {
+			return fmt.Errorf("ports: %s is out of range (1-65535)", strconv.FormatFloat(v, 'f', -1, 64))
+		}
+	}
+	return nil // strings, booleans: the decoder names the problem
+}
+
 func createDefaultConfig() *Config {
 	return &Config{
 		Interfaces:             []string{"lo"},
@@ -74,12 +112,12 @@ func (c *Config) Validate() error {
 	if len(c.Interfaces) == 0 {
 		add("interfaces: at least one interface is required (e.g. [lo] or [eth0])")
 	}
-	if d := duplicates(c.Interfaces, strings.TrimSpace); d != "" {
+	if d := duplicates(c.Interfaces, func(n string) string { return n }); d != "" {
 		add("interfaces: %s listed more than once", d)
 	}
 	for _, name := range c.Interfaces {
-		if strings.TrimSpace(name) == "" {
-			add("interfaces: empty interface name")
+		if err := checkInterfaceName(name); err != nil {
+			add("interfaces: %v", err)
 		}
 	}
 	if _, err := datapath.ParseAttachMode(c.AttachMode); err != nil {
@@ -110,12 +148,12 @@ func (c *Config) Validate() error {
 	if c.MaxConnections < 1 || c.MaxConnections > datapath.MaxConnectionsLimit {
 		add("max_connections: %d is out of range (1-%d)", c.MaxConnections, datapath.MaxConnectionsLimit)
 	}
-	if c.CollectionInterval <= 0 {
-		add("collection_interval: must be positive (e.g. 10s), got %s", c.CollectionInterval)
+	if c.CollectionInterval < minInterval {
+		add("collection_interval: %s is too short (at least %s, e.g. 10s)", c.CollectionInterval, minInterval)
 	}
-	if c.MinSnapshotInterval <= 0 {
-		add("min_snapshot_interval: must be positive (e.g. 1s), got %s", c.MinSnapshotInterval)
-	} else if c.CollectionInterval > 0 && c.MinSnapshotInterval > c.CollectionInterval {
+	if c.MinSnapshotInterval < minInterval {
+		add("min_snapshot_interval: %s is too short (at least %s, e.g. 1s)", c.MinSnapshotInterval, minInterval)
+	} else if c.CollectionInterval >= minInterval && c.MinSnapshotInterval > c.CollectionInterval {
 		add("min_snapshot_interval: %s must not exceed collection_interval (%s)", c.MinSnapshotInterval, c.CollectionInterval)
 	}
 	if c.IdleTimeout < time.Second {
@@ -149,6 +187,30 @@ func summedByConnection[K comparable](name string, attrs []K, strategy string, a
 		errs = append(errs, fmt.Errorf("metrics::%s::aggregation_strategy: only %q is supported, got %q", name, summing, strategy))
 	}
 	return errs
+}
+
+// minInterval is the floor of collection_interval and min_snapshot_interval:
+// at most ten snapshots a second, each a read of the whole flow table.
+const minInterval = 100 * time.Millisecond
+
+// maxInterfaceNameLen is IFNAMSIZ less the terminating NUL.
+const maxInterfaceNameLen = 15
+
+// checkInterfaceName applies the kernel's rules for interface names
+// (dev_valid_name), so that a name no interface can have fails validation
+// rather than attachment. Surrounding spaces are refused, not trimmed.
+func checkInterfaceName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty interface name")
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("%q has surrounding spaces", name)
+	case len(name) > maxInterfaceNameLen:
+		return fmt.Errorf("%q is longer than %d bytes, the Linux limit", name, maxInterfaceNameLen)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\v\f\r"):
+		return fmt.Errorf("%q is not a valid interface name (no '/', ':' or white space)", name)
+	}
+	return nil
 }
 
 // duplicates lists, comma-separated, the values that appear more than

@@ -82,7 +82,12 @@ func TestValidateRejects(t *testing.T) {
 		want   string
 	}{
 		{"no interfaces", func(c *Config) { c.Interfaces = nil }, "interfaces: at least one interface is required (e.g. [lo] or [eth0])"},
-		{"empty interface", func(c *Config) { c.Interfaces = []string{" "} }, "interfaces: empty interface name"},
+		{"empty interface", func(c *Config) { c.Interfaces = []string{""} }, "interfaces: empty interface name"},
+		{"interface with spaces", func(c *Config) { c.Interfaces = []string{" eth0"} }, `interfaces: " eth0" has surrounding spaces`},
+		{"blank interface", func(c *Config) { c.Interfaces = []string{" "} }, `interfaces: " " has surrounding spaces`},
+		{"interface name too long", func(c *Config) { c.Interfaces = []string{"veth0123456789ab"} }, `interfaces: "veth0123456789ab" is longer than 15 bytes, the Linux limit`},
+		{"interface name with slash", func(c *Config) { c.Interfaces = []string{"eth0/1"} }, `interfaces: "eth0/1" is not a valid interface name (no '/', ':' or white space)`},
+		{"interface alias", func(c *Config) { c.Interfaces = []string{"eth0:1"} }, `interfaces: "eth0:1" is not a valid interface name (no '/', ':' or white space)`},
 		{"duplicate interfaces", func(c *Config) { c.Interfaces = []string{"lo", "eth0", "lo"} }, "interfaces: lo listed more than once"},
 		{"attach mode", func(c *Config) { c.AttachMode = "offload" }, `attach_mode: "offload" is not one of auto, native, generic`},
 		{"port 0", func(c *Config) { c.Ports = []int{0} }, "ports: 0 is out of range (1-65535; an empty list counts every port)"},
@@ -94,9 +99,11 @@ func TestValidateRejects(t *testing.T) {
 		{"N zero", func(c *Config) { c.NewConnectionsPerEvent = 0 }, "new_connections_per_event: 0 is out of range (1-1048576)"},
 		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, "max_connections: 0 is out of range (1-16777216)"},
 		{"max connections too big", func(c *Config) { c.MaxConnections = 1<<24 + 1 }, "max_connections: 16777217 is out of range (1-16777216)"},
-		{"collection interval zero", func(c *Config) { c.CollectionInterval = 0 }, "collection_interval: must be positive (e.g. 10s), got 0s"},
-		{"collection interval negative", func(c *Config) { c.CollectionInterval = -time.Second }, "collection_interval: must be positive (e.g. 10s), got -1s"},
-		{"min snapshot interval zero", func(c *Config) { c.MinSnapshotInterval = 0 }, "min_snapshot_interval: must be positive (e.g. 1s), got 0s"},
+		{"collection interval zero", func(c *Config) { c.CollectionInterval = 0 }, "collection_interval: 0s is too short (at least 100ms, e.g. 10s)"},
+		{"collection interval negative", func(c *Config) { c.CollectionInterval = -time.Second }, "collection_interval: -1s is too short (at least 100ms, e.g. 10s)"},
+		{"collection interval 1ns", func(c *Config) { c.CollectionInterval = 1 }, "collection_interval: 1ns is too short (at least 100ms, e.g. 10s)"},
+		{"min snapshot interval zero", func(c *Config) { c.MinSnapshotInterval = 0 }, "min_snapshot_interval: 0s is too short (at least 100ms, e.g. 1s)"},
+		{"min snapshot interval 99ms", func(c *Config) { c.MinSnapshotInterval = 99 * time.Millisecond }, "min_snapshot_interval: 99ms is too short (at least 100ms, e.g. 1s)"},
 		{"min snapshot above collection", func(c *Config) { c.MinSnapshotInterval = time.Minute }, "min_snapshot_interval: 1m0s must not exceed collection_interval (10s)"},
 		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout: 0s is too short (at least 1s, e.g. 5m)"},
 		{"idle timeout below a second", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout: 500ms is too short (at least 1s, e.g. 5m)"},
@@ -125,4 +132,32 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	err := cfg.Validate()
 	require.Error(t, err)
 	assert.Len(t, strings.Split(err.Error(), "\n"), 2)
+}
+
+// Ports are whole numbers: YAML hands the decoder 80.5 as a float, which it
+// would truncate to 80, and numbers beyond the integer range, which it
+// would wrap.
+func TestUnmarshalRejectsPortsThatAreNotWholeNumbers(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{"ports: [80.5]", "ports: 80.5 is not a whole number (1-65535)"},
+		{"ports: [443, 99999999999999999999]", "ports: 100000000000000000000 is out of range (1-65535)"},
+		{"ports: [18446744073709551615]", "ports: 18446744073709551615 is out of range (1-65535)"},
+		{"ports: [-1e3]", "ports: -1000 is out of range (1-65535)"},
+		{"ports: [\"80\"]", "expected type 'int', got unconvertible type 'string'"},
+	} {
+		t.Run(tt.yaml, func(t *testing.T) {
+			retrieved, err := confmap.NewRetrievedFromYAML([]byte(tt.yaml))
+			require.NoError(t, err)
+			conf, err := retrieved.AsConf()
+			require.NoError(t, err)
+			require.ErrorContains(t, conf.Unmarshal(createDefaultConfig()), tt.want)
+		})
+	}
+	retrieved, err := confmap.NewRetrievedFromYAML([]byte("ports: [80, 8080.0, 0x1bb]"))
+	require.NoError(t, err)
+	conf, err := retrieved.AsConf()
+	require.NoError(t, err)
+	cfg := createDefaultConfig()
+	require.NoError(t, conf.Unmarshal(cfg))
+	assert.Equal(t, []int{80, 8080, 443}, cfg.Ports)
 }

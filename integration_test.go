@@ -71,7 +71,7 @@ func ritConfig(mode string) *Config {
 	cfg.AttachMode = mode
 	cfg.Ports = []int{ritPort}
 	cfg.CollectionInterval = 200 * time.Millisecond
-	cfg.MinSnapshotInterval = 50 * time.Millisecond
+	cfg.MinSnapshotInterval = minInterval
 	return cfg
 }
 

@@ -64,8 +64,8 @@ func TestRestartLeavesNothingBehind(t *testing.T) {
 		cfg.AttachMode = []string{"native", "generic"}[i%2]
 		cfg.Ports = nil
 		cfg.MaxConnections = 1024
-		cfg.CollectionInterval = 10 * time.Millisecond
-		cfg.MinSnapshotInterval = 5 * time.Millisecond
+		cfg.CollectionInterval = minInterval
+		cfg.MinSnapshotInterval = minInterval
 		require.NoError(t, cfg.Validate())
 		sink := new(consumertest.MetricsSink)
 		r, err := f.CreateMetrics(ctx, receivertest.NewNopSettings(f.Type()), cfg, sink)
