@@ -193,11 +193,12 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	}
 	var failed error
 	total := s.flowCount()
-	for from := 0; from == 0 || from < total; from += maxFlowsPerExport {
+	// After a refused part the rest of the snapshot is not built: the
+	// next snapshot carries every value again, so nothing is lost and
+	// memory is not spent on parts that would be refused too.
+	for from := 0; failed == nil && (from == 0 || from < total); from += maxFlowsPerExport {
 		md := r.builder.build(&s, from, min(from+maxFlowsPerExport, total))
-		if err := r.export(ctx, md); err != nil {
-			failed = err
-		}
+		failed = r.export(ctx, md)
 	}
 	r.telemetry.recordSnapshot(cause, time.Since(began))
 	if failed != nil {

@@ -364,6 +364,32 @@ func TestFactory(t *testing.T) {
 	require.NoError(t, r.Shutdown(context.Background()))
 }
 
+// A refused part ends the snapshot: while the next consumer refuses, one
+// part is built and offered per snapshot, not all of them.
+func TestRefusedPartEndsTheSnapshot(t *testing.T) {
+	src := newFakeSource()
+	now := kernelNow()
+	const n = 2*maxFlowsPerExport + 100
+	for i := range n {
+		k := testKey("198.51.100.1", uint16(i), 8080, datapath.UDP, 2)
+		k.SrcAddr[15] = byte(i >> 16)
+		src.put(k, datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: now, LastSeenNs: now})
+	}
+	next := &gatedConsumer{}
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = time.Hour // only the snapshots taken below
+	r := newTestReceiver(t, cfg, next, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	for range 3 {
+		r.takeSnapshot(context.Background(), causeTrigger)
+	}
+	assert.Equal(t, 3, next.refusals(), "one refused part per snapshot")
+	next.setOpen()
+	r.takeSnapshot(context.Background(), causeTrigger)
+	require.NoError(t, r.Shutdown(context.Background()))
+	assert.Len(t, next.AllMetrics(), 6, "every part of the snapshot after the outage, and of the one at shutdown")
+}
+
 func TestLargeSnapshotIsExportedInParts(t *testing.T) {
 	src := newFakeSource()
 	now := kernelNow()
