@@ -9,9 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
@@ -80,12 +83,12 @@ func TestPair(t *testing.T) {
 
 		t.Run("interfaces", func(t *testing.T) {
 			for _, e := range []struct {
-				ns, iface string
-				mac       net.HardwareAddr
-				peers     []netip.Addr
+				ns, iface    string
+				mac, peerMAC net.HardwareAddr
+				peers        []netip.Addr
 			}{
-				{p.Sender, SenderIface, SenderMAC, []netip.Addr{ReceiverIPv4, ReceiverIPv6}},
-				{p.Receiver, ReceiverIface, ReceiverMAC, []netip.Addr{SenderIPv4, SenderIPv6}},
+				{p.Sender, SenderIface, SenderMAC, ReceiverMAC, []netip.Addr{ReceiverIPv4, ReceiverIPv6}},
+				{p.Receiver, ReceiverIface, ReceiverMAC, SenderMAC, []netip.Addr{SenderIPv4, SenderIPv6}},
 			} {
 				var ifc *net.Interface
 				err := p.Do(e.ns, func() error {
@@ -102,22 +105,28 @@ func TestPair(t *testing.T) {
 				if idx, err := Ifindex(e.ns, e.iface); err != nil || idx != ifc.Index {
 					t.Errorf("Ifindex(%s, %s) = %d, %v; want %d", e.ns, e.iface, idx, err, ifc.Index)
 				}
-				out, err := Run(e.ns, "ip", "neigh", "show", "dev", e.iface)
-				if err != nil {
-					t.Fatal(err)
-				}
 				for _, peer := range e.peers {
-					if !strings.Contains(out, peer.String()+" lladdr ") || !strings.Contains(out, "PERMANENT") {
-						t.Errorf("%s: no permanent neighbour entry for %s:\n%s", e.ns, peer, out)
+					if n, ok := neighbour(t, e.ns, ifc.Index, peer); !ok || n.State != netlink.NUD_PERMANENT || n.HardwareAddr.String() != e.peerMAC.String() {
+						t.Errorf("%s: neighbour entry for %s: %+v (found %v), want permanent with lladdr %s", e.ns, peer, n, ok, e.peerMAC)
 					}
 				}
-				out, err = Run(e.ns, "ethtool", "-k", e.iface)
+				features, err := Features(e.ns, e.iface)
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, f := range []string{"tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload"} {
-					if !strings.Contains(out, "\n"+f+": off") {
-						t.Errorf("%s %s: %s is not off:\n%s", e.ns, e.iface, f, out)
+				// ethtool -k's tcp-segmentation-offload,
+				// generic-segmentation-offload and generic-receive-offload.
+				var names []string
+				for name := range features {
+					names = append(names, name)
+				}
+				offloads, err := matchFeatures(names, offloadFeatures)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range offloads {
+					if features[f] {
+						t.Errorf("%s %s: %s is on", e.ns, e.iface, f)
 					}
 				}
 			}
@@ -194,21 +203,59 @@ func TestPair(t *testing.T) {
 			t.Errorf("namespace %s still exists after cleanup", ns)
 		}
 	}
-	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	// What `ip netns list` lists, and the namespaces' bind mounts.
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == p.Sender || e.Name() == p.Receiver {
+			t.Errorf("%s still lists namespace %s", netnsDir, e.Name())
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		t.Fatalf("ip netns list: %v: %s", err, out)
+		t.Fatal(err)
 	}
-	if strings.Contains(string(out), p.Sender) || strings.Contains(string(out), p.Receiver) {
-		t.Errorf("ip netns list still shows the pair's namespaces:\n%s", out)
+	for _, ns := range []string{p.Sender, p.Receiver} {
+		if strings.Contains(string(mounts), filepath.Join(netnsDir, ns)+" ") {
+			t.Errorf("namespace %s is still mounted:\n%s", ns, mounts)
+		}
 	}
+}
+
+// neighbour returns the neighbour entry for ip on the interface with index
+// ifindex in namespace ns.
+func neighbour(t *testing.T, ns string, ifindex int, ip netip.Addr) (netlink.Neigh, bool) {
+	t.Helper()
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	var entries []netlink.Neigh
+	err := Do(ns, func() error {
+		var err error
+		entries, err = netlink.NeighList(ifindex, family)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("neighbours of interface %d in %s: %v", ifindex, ns, err)
+	}
+	for _, n := range entries {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+			return n, true
+		}
+	}
+	return netlink.Neigh{}, false
 }
 
 func TestSweepStale(t *testing.T) {
 	privtest.RequireRoot(t)
-	// A PID that is not alive: a child that has exited and been reaped.
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
+	// A PID that is not alive: a child that has exited and been reaped
+	// (this test binary, running no test).
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
 	dead := cmd.Process.Pid
 	if processAlive(dead) {
@@ -217,12 +264,14 @@ func TestSweepStale(t *testing.T) {
 	stale := fmt.Sprintf("%s%d-1-snd", Prefix, dead)
 	live := fmt.Sprintf("%s%d-999999-snd", Prefix, os.Getpid())
 	for _, ns := range []string{stale, live} {
-		if _, err := run("ip", "netns", "add", ns); err != nil {
+		if err := addNamed(ns); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			if Exists(ns) {
-				run("ip", "netns", "del", ns)
+				if err := deleteNamed(ns); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}
