@@ -4,7 +4,7 @@ package datapath
 
 // Integration tests: real traffic between two network namespaces joined by
 // a veth pair, with the program attached to the receiver end, in native
-// and in generic mode. They need root, ip (iproute2), ethtool and tcpdump.
+// and in generic mode. They need root.
 
 import (
 	"net/netip"
@@ -199,11 +199,11 @@ func itUDP(t *testing.T, e *itEnv, src, dst netip.Addr, sport uint16) FlowKey {
 	return k
 }
 
-// itTCP runs a TCP conversation to port 8080 while tcpdump captures the
+// itTCP runs a TCP conversation to port 8080 while a capture collects the
 // receiver veth's inbound packets to port 8080, and checks that the flow's
 // counters equal the capture's packet count and frame bytes.
 func itTCP(t *testing.T, e *itEnv, src, dst netip.Addr) FlowKey {
-	capture := netnstest.StartCapture(t, e.pair.Receiver, netnstest.ReceiverIface, "tcp dst port 8080")
+	capture := netnstest.StartCapture(t, e.pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(uint8(TCP), 8080))
 	start := time.Now()
 	client := itTCPConversation(t, e.pair, src, netip.AddrPortFrom(dst, 8080), 200<<10)
 	end := time.Now()
@@ -235,10 +235,10 @@ func itTCP(t *testing.T, e *itEnv, src, dst netip.Addr) FlowKey {
 		t.Errorf("capture has only %d packets %d bytes", pcapPackets, pcapBytes)
 	}
 	if v.Packets != uint64(pcapPackets) || v.Bytes != pcapBytes {
-		t.Errorf("flow %s:%d: %d packets %d bytes; tcpdump saw %d packets %d bytes",
+		t.Errorf("flow %s:%d: %d packets %d bytes; the capture saw %d packets %d bytes",
 			src, sport, v.Packets, v.Bytes, pcapPackets, pcapBytes)
 	}
-	t.Logf("%s mode, flow %s:%d: %d packets %d bytes; tcpdump: %d packets %d bytes",
+	t.Logf("%s mode, flow %s:%d: %d packets %d bytes; capture: %d packets %d bytes",
 		e.mode, src, sport, v.Packets, v.Bytes, pcapPackets, pcapBytes)
 	if f := itFlows(t, e.d)[k]; f.Packets != v.Packets {
 		t.Errorf("flow still growing after the capture: %d then %d packets", v.Packets, f.Packets)

@@ -152,15 +152,18 @@ func TestPair(t *testing.T) {
 		})
 
 		t.Run("capture", func(t *testing.T) {
-			c := StartCapture(t, p.Receiver, ReceiverIface, "udp dst port 7008")
+			c := StartCapture(t, p.Receiver, ReceiverIface, ToPort(17, 7008))
+			all := StartCapture(t, p.Receiver, ReceiverIface, nil)
 			server := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7008))
 			other := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7009))
 			client := listenUDP(t, p.Sender, netip.AddrPortFrom(SenderIPv4, 40100))
 			server.SetDeadline(time.Now().Add(5 * time.Second))
 			other.SetDeadline(time.Now().Add(5 * time.Second))
+			client.SetDeadline(time.Now().Add(5 * time.Second))
 			var wantBytes uint64
 			const n = 10
 			buf := make([]byte, 2000)
+			began := time.Now()
 			for i := range n {
 				payload := make([]byte, 100*i)
 				wantBytes += uint64(14 + 20 + 8 + len(payload))
@@ -170,25 +173,54 @@ func TestPair(t *testing.T) {
 				if _, err := client.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ReceiverIPv4, 7009)); err != nil {
 					t.Fatal(err)
 				}
-				if _, _, err := server.ReadFromUDPAddrPort(buf); err != nil {
+				_, from, err := server.ReadFromUDPAddrPort(buf)
+				if err != nil {
 					t.Fatal(err)
 				}
 				if _, _, err := other.ReadFromUDPAddrPort(buf); err != nil {
 					t.Fatal(err)
 				}
+				// An outbound frame, which no capture may hold.
+				if _, err := server.WriteToUDPAddrPort([]byte("echo"), from); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatal(err)
+				}
 			}
+			ended := time.Now()
 			res, err := c.Stop()
 			if err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
-			if res.Pcap.LinkType != LinkTypeEthernet || res.Captured != n {
-				t.Errorf("link type %d, %d packets captured; want %d and %d\n%s", res.Pcap.LinkType, res.Captured, LinkTypeEthernet, n, res.Stderr)
+			if res.Pcap.LinkType != LinkTypeEthernet || res.Captured != n || len(res.Pcap.Packets) != n {
+				t.Errorf("link type %d, %d packets captured (%d in Pcap); want %d and %d", res.Pcap.LinkType, res.Captured, len(res.Pcap.Packets), LinkTypeEthernet, n)
+			}
+			if res.Received < 2*n || res.DroppedByKernel != 0 {
+				t.Errorf("%d packets received, %d dropped; want at least %d and none", res.Received, res.DroppedByKernel, 2*n)
 			}
 			packets, bytes := res.Pcap.Count(func(f Frame) bool {
 				return f.Src == SenderIPv4 && f.SrcPort == 40100 && f.DstPort == 7008 && f.Proto == 17
 			})
 			if packets != n || bytes != wantBytes {
 				t.Errorf("pcap: %d packets %d bytes, want %d and %d", packets, bytes, n, wantBytes)
+			}
+			for i, pkt := range res.Pcap.Packets {
+				if pkt.Time.Before(began) || pkt.Time.After(ended) {
+					t.Errorf("packet %d: timestamp %v outside the traffic's [%v, %v]", i, pkt.Time, began, ended)
+				}
+			}
+			resAll, err := all.Stop()
+			if err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			if resAll.Captured < 2*n || resAll.Captured != resAll.Received {
+				t.Errorf("unfiltered capture: %d packets captured, %d received; want at least %d, all", resAll.Captured, resAll.Received, 2*n)
+			}
+			for i, pkt := range resAll.Pcap.Packets {
+				if src := net.HardwareAddr(pkt.Data[6:12]); src.String() != SenderMAC.String() {
+					t.Errorf("unfiltered capture: packet %d is from %s, not from the sender: an outbound packet", i, src)
+				}
 			}
 			if res2, err2 := c.Stop(); err2 != nil || res2.Captured != res.Captured {
 				t.Errorf("second Stop = %+v, %v", res2, err2)
