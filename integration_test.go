@@ -932,7 +932,7 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 			require.NoError(t, ritStart(pair, first))
 			id := ritProgID(t, first)
 			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
-				t.Fatalf("ip link shows program %d (attached %v), want the first receiver's %d", xdp.ProgID, ok, id)
+				t.Fatalf("the link shows program %d (attached %v), want the first receiver's %d", xdp.ProgID, ok, id)
 			}
 
 			for _, secondMode := range []string{mode, "auto"} {
@@ -946,7 +946,7 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 				assert.NoError(t, second.Shutdown(context.Background()))
 				assert.Empty(t, sink2.AllMetrics(), "the second receiver exported")
 				if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
-					t.Fatalf("after the refused Start ip link shows program %d (attached %v), want %d", xdp.ProgID, ok, id)
+					t.Fatalf("after the refused Start the link shows program %d (attached %v), want %d", xdp.ProgID, ok, id)
 				}
 			}
 

@@ -319,7 +319,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			}
 			x, ok := netnstest.LinkXDP(t, ns, iface)
 			if !ok || x.ProgID != itProgID(t, first) || x.Mode != wantMode[mode] {
-				t.Fatalf("ip link shows program %d mode %d (attached %v), want %d mode %d",
+				t.Fatalf("the link shows program %d mode %d (attached %v), want %d mode %d",
 					x.ProgID, x.Mode, ok, itProgID(t, first), wantMode[mode])
 			}
 
@@ -339,7 +339,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 				t.Errorf("second datapath reports attachments %v", second.Attached())
 			}
 			if x2, _ := netnstest.LinkXDP(t, ns, iface); x2.ProgID != itProgID(t, first) {
-				t.Fatalf("after the refused attach ip link shows program %d, want %d", x2.ProgID, itProgID(t, first))
+				t.Fatalf("after the refused attach the link shows program %d, want %d", x2.ProgID, itProgID(t, first))
 			}
 
 			// The first keeps counting; the second sees nothing.
@@ -372,7 +372,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 				t.Fatalf("Attach second after the first closed: %v", err)
 			}
 			if x, ok := netnstest.LinkXDP(t, ns, iface); !ok || x.ProgID != itProgID(t, second) {
-				t.Fatalf("ip link shows program %d (attached %v), want %d", x.ProgID, ok, itProgID(t, second))
+				t.Fatalf("the link shows program %d (attached %v), want %d", x.ProgID, ok, itProgID(t, second))
 			}
 			if err := second.Detach(iface); err != nil {
 				t.Fatalf("Detach: %v", err)
