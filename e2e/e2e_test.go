@@ -222,7 +222,7 @@ func checkFlows(t *testing.T, what string, fm flowMetrics, captured, sent map[co
 // are on loopback, at the addresses allowed.
 func checkListeners(t *testing.T, ns string, allowed ...string) {
 	t.Helper()
-	out, err := netnstest.Run(ns, "ss", "-Hltun")
+	out, err := netnsRun(ns, "ss", "-Hltun")
 	if err != nil {
 		t.Fatal(err)
 	}

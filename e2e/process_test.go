@@ -90,7 +90,7 @@ func startProcess(t *testing.T, label, ns, name string, args ...string) *process
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), processLifetime)
 	p := &process{name: label, cancel: cancel, exited: make(chan struct{})}
-	p.cmd = netnstest.Command(ctx, ns, name, args...)
+	p.cmd = netnsCommand(ctx, ns, name, args...)
 	p.cmd.Stdout = &p.output
 	p.cmd.Stderr = &p.output
 	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }

@@ -83,7 +83,7 @@ func startTcpdump(tb testing.TB, ns, iface, filter string) *tcpdump {
 	if filter != "" {
 		args = append(args, filter)
 	}
-	c.cmd = netnstest.Command(ctx, ns, "tcpdump", args...)
+	c.cmd = netnsCommand(ctx, ns, "tcpdump", args...)
 	c.cmd.Cancel = func() error { return c.cmd.Process.Kill() }
 	// If the test process dies (e.g. killed by a timeout), tcpdump must not
 	// outlive it and keep the namespace alive. The death signal is sent
