@@ -50,8 +50,8 @@ const (
 	ethGStringLen = 32 // ETH_GSTRING_LEN
 )
 
-// ethtoolIfreq is struct ifreq with its ifr_data member, padded to the
-// size of the largest union member.
+// ethtoolIfreq is struct ifreq with its ifr_data member, padded to at
+// least the size of struct ifreq, which the kernel copies whole.
 type ethtoolIfreq struct {
 	name [unix.IFNAMSIZ]byte
 	data unsafe.Pointer
@@ -222,11 +222,11 @@ func disableOffloads(iface string) error {
 	return nil
 }
 
-// Features returns the features of the interface iface in namespace ns by
-// their kernel names (those of `ethtool -k`'s long listing, e.g.
+// nsFeatures returns the features of the interface iface in namespace ns
+// by their kernel names (those of `ethtool -k`'s long listing, e.g.
 // tx-tcp-segmentation, tx-generic-segmentation, rx-gro), true for the
 // active ones.
-func Features(ns, iface string) (map[string]bool, error) {
+func nsFeatures(ns, iface string) (map[string]bool, error) {
 	var active map[string]bool
 	err := Do(ns, func() error {
 		fd, err := ethtoolSocket()

@@ -39,7 +39,8 @@ type VethEnd struct {
 //
 // AddVeth does not wait for the link to carry traffic, which it starts to
 // do asynchronously, after some milliseconds. Deleting either end (see
-// DeleteLink) or its namespace deletes the pair.
+// DeleteLink) or its namespace deletes the pair; when a configuration
+// step fails, the pair is left for the caller to delete.
 func AddVeth(a, b VethEnd) error {
 	peerNS, err := nsHandle(b.NS)
 	if err != nil {

@@ -110,7 +110,7 @@ func TestPair(t *testing.T) {
 						t.Errorf("%s: neighbour entry for %s: %+v (found %v), want permanent with lladdr %s", e.ns, peer, n, ok, e.peerMAC)
 					}
 				}
-				features, err := Features(e.ns, e.iface)
+				features, err := nsFeatures(e.ns, e.iface)
 				if err != nil {
 					t.Fatal(err)
 				}
