@@ -38,7 +38,11 @@ type Capture struct {
 type CaptureResult struct {
 	// Pcap holds the packets kept, in arrival order: LinkType is
 	// LinkTypeEthernet, SnapLen the largest frame read whole, and each
-	// Packet's Time the kernel's receive timestamp.
+	// Packet's Time the kernel's timestamp (SO_TIMESTAMPNS). That is the
+	// time of reception, except for frames received before the kernel
+	// has switched receive timestamps on, which it does asynchronously
+	// when the first socket asks for them: those carry the time they
+	// were read, a little later.
 	Pcap *Pcap
 	// Captured is the number of packets kept (len(Pcap.Packets)).
 	Captured int
