@@ -31,7 +31,8 @@ generate:
 	cd internal/naivebench && $(GO) generate ./...
 	$(GO) generate .
 
-## test: vet and run every test (as root, the BPF and network-namespace tests run too)
+## test: vet and run every test (as root, the BPF and network-namespace tests run too); needs
+## only Go and a Linux kernel, no ip, ethtool or tcpdump
 test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
@@ -58,7 +59,7 @@ collector: check-go $(OCB)
 run: check-root collector
 	$(COLLECTOR) --config $(CONFIG)
 
-## e2e: build the collector, then run the end-to-end tests with it (as root; they need ip, ethtool,
+## e2e: build the collector, then run the end-to-end tests with it (as root; they need ip,
 ## tcpdump and prometheus), and validate the examples and deployment manifests with it
 e2e: collector
 	XDPFLOW_COLLECTOR=$(abspath $(COLLECTOR)) $(GO) test -count=1 -v -timeout 10m ./e2e/... ./examples/... ./deploy/...

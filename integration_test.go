@@ -6,8 +6,7 @@ package xdpflowreceiver
 // factory, started inside the receiver namespace of a two-namespace veth
 // network (internal/netnstest) so that it attaches its XDP program to
 // veth-rcv, exporting into a consumertest sink while real TCP and UDP
-// traffic crosses the veth. They need root, ip (iproute2), ethtool and
-// tcpdump, and skip without root.
+// traffic crosses the veth. They need root, and skip without it.
 
 import (
 	"context"
@@ -524,7 +523,7 @@ func ritTCPConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to n
 // TestIntegrationReceiverTraffic runs the real receiver on veth-rcv while
 // UDP (IPv4, IPv6) and TCP (IPv4, IPv6) traffic arrives, shuts it down and
 // checks every export: UDP sums equal the datagrams sent exactly, TCP sums
-// equal tcpdump's count of the same packets, start timestamps are the
+// equal a capture's count of the same packets, start timestamps are the
 // first packets' times and never change, sums never decrease.
 func TestIntegrationReceiverTraffic(t *testing.T) {
 	privtest.RequireRoot(t)
@@ -537,7 +536,7 @@ func TestIntegrationReceiverTraffic(t *testing.T) {
 			r := ritNew(t, cfg, sink, tel)
 			began := time.Now()
 			require.NoError(t, ritStart(pair, r))
-			capture := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, "tcp dst port 8080")
+			capture := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(6, ritPort))
 
 			// UDP in 3 chunks, 2 collection intervals apart.
 			pause := 2 * cfg.CollectionInterval
@@ -557,8 +556,8 @@ func TestIntegrationReceiverTraffic(t *testing.T) {
 				client, syn := ritTCPConversation(t, pair, fam.src, netip.AddrPortFrom(fam.dst, ritPort), 200<<10)
 				tcps = append(tcps, tcpFlow{ritConnOf("tcp", fam.src, client.Port()), client, syn})
 			}
-			// Stop waits until tcpdump's file stops growing; every packet
-			// it holds passed the XDP program before tcpdump saw it.
+			// Stop waits until no packet to port 8080 has arrived for a
+			// while; every packet captured passed the XDP program first.
 			res, err := capture.Stop()
 			require.NoError(t, err, "capture")
 			ritShutdown(t, r, sink, tel)
@@ -603,15 +602,15 @@ func TestIntegrationReceiverTraffic(t *testing.T) {
 					continue
 				}
 				if pkts < 100 || byts < 200<<10 {
-					t.Errorf("%s: tcpdump saw only %d packets %d bytes", f.conn, pkts, byts)
+					t.Errorf("%s: the capture saw only %d packets %d bytes", f.conn, pkts, byts)
 				}
-				assert.Equal(t, int64(pkts), p.packets, "%s packets vs tcpdump", f.conn)
-				assert.Equal(t, int64(byts), p.bytes, "%s bytes vs tcpdump", f.conn)
+				assert.Equal(t, int64(pkts), p.packets, "%s packets vs the capture", f.conn)
+				assert.Equal(t, int64(byts), p.bytes, "%s bytes vs the capture", f.conn)
 				lag := ritCheckStart(t, p, f.conn, f.syn)
-				t.Logf("%s mode, %s: exported packets=%d bytes=%d start=%s; tcpdump: %d packets %d bytes; SYN sent in %v (start %v before it)",
+				t.Logf("%s mode, %s: exported packets=%d bytes=%d start=%s; capture: %d packets %d bytes; SYN sent in %v (start %v before it)",
 					mode, f.conn, p.packets, p.bytes, p.start.AsTime().Format(time.RFC3339Nano), pkts, byts, f.syn, lag)
 			}
-			assert.Equal(t, len(res.Pcap.Packets), capturedTCP, "tcpdump captured packets of other connections")
+			assert.Equal(t, len(res.Pcap.Packets), capturedTCP, "the capture holds packets of other connections")
 
 			// Exactly these four connections, nothing lost or overflowed.
 			assert.Len(t, final.conns, 4, "connections in the final export: %v", ritKeys(final))
@@ -933,7 +932,7 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 			require.NoError(t, ritStart(pair, first))
 			id := ritProgID(t, first)
 			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
-				t.Fatalf("ip link shows program %d (attached %v), want the first receiver's %d", xdp.ProgID, ok, id)
+				t.Fatalf("the link shows program %d (attached %v), want the first receiver's %d", xdp.ProgID, ok, id)
 			}
 
 			for _, secondMode := range []string{mode, "auto"} {
@@ -947,7 +946,7 @@ func TestIntegrationReceiverSecondOnSameInterface(t *testing.T) {
 				assert.NoError(t, second.Shutdown(context.Background()))
 				assert.Empty(t, sink2.AllMetrics(), "the second receiver exported")
 				if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); !ok || xdp.ProgID != id {
-					t.Fatalf("after the refused Start ip link shows program %d (attached %v), want %d", xdp.ProgID, ok, id)
+					t.Fatalf("after the refused Start the link shows program %d (attached %v), want %d", xdp.ProgID, ok, id)
 				}
 			}
 

@@ -43,8 +43,8 @@ const (
 )
 
 var (
-	iftSender2MAC    = "02:00:5e:10:00:11"
-	iftReceiver2MAC  = "02:00:5e:10:00:12"
+	iftSender2MAC    = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x11}
+	iftReceiver2MAC  = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x12}
 	iftSender2IPv4   = netip.MustParseAddr("198.51.100.11")
 	iftReceiver2IPv4 = netip.MustParseAddr("198.51.100.12")
 	iftSender2IPv6   = netip.MustParseAddr("fd00:db8::11")
@@ -58,38 +58,19 @@ var (
 func iftAddSecondVeth(t *testing.T, pair *netnstest.Pair) {
 	t.Helper()
 	t.Cleanup(func() {
-		if _, err := netnstest.Run(pair.Sender, "ip", "link", "show", "dev", iftSender2Iface); err != nil {
+		if _, err := netnstest.Ifindex(pair.Sender, iftSender2Iface); err != nil {
 			return // deleted by the test
 		}
-		if _, err := netnstest.Run(pair.Sender, "ip", "link", "del", "dev", iftSender2Iface); err != nil {
+		if err := netnstest.DeleteLink(pair.Sender, iftSender2Iface); err != nil {
 			t.Errorf("delete the second veth pair: %v", err)
 		}
 	})
-	ipCmd := func(ns string, args ...string) {
-		t.Helper()
-		_, err := netnstest.Run(ns, "ip", args...)
-		require.NoError(t, err)
-	}
-	ipCmd(pair.Sender, "link", "add", iftSender2Iface, "address", iftSender2MAC, "type", "veth",
-		"peer", "name", iftReceiver2Iface, "address", iftReceiver2MAC, "netns", pair.Receiver)
-	for _, e := range []struct {
-		ns, iface            string
-		v4, v6, peer4, peer6 netip.Addr
-		peerMAC              string
-	}{
-		{pair.Sender, iftSender2Iface, iftSender2IPv4, iftSender2IPv6, iftReceiver2IPv4, iftReceiver2IPv6, iftReceiver2MAC},
-		{pair.Receiver, iftReceiver2Iface, iftReceiver2IPv4, iftReceiver2IPv6, iftSender2IPv4, iftSender2IPv6, iftSender2MAC},
-	} {
-		ipCmd(e.ns, "addr", "add", e.v4.String()+"/32", "dev", e.iface)
-		ipCmd(e.ns, "addr", "add", e.v6.String()+"/128", "dev", e.iface, "nodad")
-		ipCmd(e.ns, "link", "set", e.iface, "up")
-		ipCmd(e.ns, "route", "add", e.peer4.String()+"/32", "dev", e.iface, "src", e.v4.String())
-		ipCmd(e.ns, "-6", "route", "add", e.peer6.String()+"/128", "dev", e.iface, "src", e.v6.String())
-		ipCmd(e.ns, "neigh", "replace", e.peer4.String(), "lladdr", e.peerMAC, "dev", e.iface, "nud", "permanent")
-		ipCmd(e.ns, "neigh", "replace", e.peer6.String(), "lladdr", e.peerMAC, "dev", e.iface, "nud", "permanent")
-		_, err := netnstest.Run(e.ns, "ethtool", "-K", e.iface, "tso", "off", "gso", "off", "gro", "off")
-		require.NoError(t, err)
-	}
+	// Host addresses: AddVeth adds the host routes to the peer.
+	require.NoError(t, netnstest.AddVeth(
+		netnstest.VethEnd{NS: pair.Sender, Name: iftSender2Iface, MAC: iftSender2MAC,
+			IPv4: netip.PrefixFrom(iftSender2IPv4, 32), IPv6: netip.PrefixFrom(iftSender2IPv6, 128)},
+		netnstest.VethEnd{NS: pair.Receiver, Name: iftReceiver2Iface, MAC: iftReceiver2MAC,
+			IPv4: netip.PrefixFrom(iftReceiver2IPv4, 32), IPv6: netip.PrefixFrom(iftReceiver2IPv6, 128)}))
 	// The link comes up asynchronously: probe (ephemeral ports, not
 	// counted) until a datagram crosses in each family.
 	for _, fam := range []struct{ src, dst netip.Addr }{
@@ -118,9 +99,9 @@ func iftAddSecondVeth(t *testing.T, pair *netnstest.Pair) {
 	}
 	// Traffic to the second receiver addresses leaves by the second pair.
 	for _, dst := range []netip.Addr{iftReceiver2IPv4, iftReceiver2IPv6} {
-		out, err := netnstest.Run(pair.Sender, "ip", "route", "get", dst.String())
+		dev, err := netnstest.RouteDevice(pair.Sender, dst)
 		require.NoError(t, err)
-		require.Contains(t, out, "dev "+iftSender2Iface+" ", "route to %s", dst)
+		require.Equal(t, iftSender2Iface, dev, "route to %s", dst)
 	}
 }
 
@@ -276,7 +257,7 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 			id := ritProgID(t, r)
 			for _, iface := range cfg.Interfaces {
 				xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iface)
-				require.True(t, ok && xdp.ProgID == id, "%s: ip link shows program %d (attached %v), want the receiver's %d", iface, xdp.ProgID, ok, id)
+				require.True(t, ok && xdp.ProgID == id, "%s: the link shows program %d (attached %v), want the receiver's %d", iface, xdp.ProgID, ok, id)
 			}
 
 			kept := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40401, netnstest.ReceiverIface)
@@ -288,8 +269,7 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 			iftWaitExport(t, sink, kept, doomed, doomed6)
 
 			deleted := time.Now()
-			_, err := netnstest.Run(pair.Receiver, "ip", "link", "del", "dev", iftReceiver2Iface)
-			require.NoError(t, err)
+			require.NoError(t, netnstest.DeleteLink(pair.Receiver, iftReceiver2Iface))
 			// The next snapshot (within collection_interval) notices it.
 			deadline := time.Now().Add(5 * time.Second)
 			for logs.FilterMessageSnippet(deletedMsg).Len() == 0 {
@@ -368,7 +348,7 @@ func TestIntegrationReceiverTwoInstances(t *testing.T) {
 			require.NotEqual(t, id1, id2, "the receivers share a program")
 			for iface, id := range map[string]uint32{netnstest.ReceiverIface: id1, iftReceiver2Iface: id2} {
 				xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iface)
-				require.True(t, ok && xdp.ProgID == id, "%s: ip link shows program %d (attached %v), want %d", iface, xdp.ProgID, ok, id)
+				require.True(t, ok && xdp.ProgID == id, "%s: the link shows program %d (attached %v), want %d", iface, xdp.ProgID, ok, id)
 			}
 
 			a4 := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40501, netnstest.ReceiverIface)
@@ -454,7 +434,7 @@ func TestIntegrationReceiverLoopback(t *testing.T) {
 	assert.Equal(t, "auto", fields["requested_attach_mode"])
 	id := ritProgID(t, r)
 	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, "lo"); !ok || xdp.ProgID != id {
-		t.Fatalf("ip link shows program %d on lo (attached %v), want %d", xdp.ProgID, ok, id)
+		t.Fatalf("the link shows program %d on lo (attached %v), want %d", xdp.ProgID, ok, id)
 	}
 
 	// UDP over lo inside the receiver namespace: one frame per datagram.

@@ -224,7 +224,7 @@ func runToExit(t *testing.T, ns string, timeout time.Duration, name string, args
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := netnstest.Command(ctx, ns, name, args...)
+	cmd := netnsCommand(ctx, ns, name, args...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// As startProcess: killed if the test binary dies.

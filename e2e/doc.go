@@ -10,8 +10,11 @@
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,
 // when XDPFLOW_COLLECTOR is unset (so `make test` does not run them twice)
 // or when the binary does not exist. With XDPFLOW_E2E_OUTPUT=1 they log the
-// output of every process they start, even when they pass. They need ip (iproute2), ethtool,
-// tcpdump and, for the remote-write test, Debian's prometheus package.
+// output of every process they start, even when they pass. Unlike `make test`, they need
+// commands: ip (iproute2; processes start in a namespace through `ip netns exec`), tcpdump
+// (the independent witness of the traffic) and, for the remote-write test, Debian's
+// prometheus package; the least-privilege and exposure tests also use util-linux's setpriv
+// and unshare, and ss.
 //
 // Every process a test starts (collectors, Prometheus, tcpdump) is stopped
 // by its PID when the test ends, and is killed by the kernel if the test

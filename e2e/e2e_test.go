@@ -136,12 +136,12 @@ func requireNativeAttach(t *testing.T, agent *process) {
 // exactly the connections sent, UDP with the sender's counts.
 func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*traffic, map[conn]counts) {
 	t.Helper()
-	capture := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+	capture := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
 	tr := sendTraffic(t, pair)
 	if afterTraffic != nil {
 		afterTraffic()
 	}
-	res, err := capture.Stop()
+	res, err := capture.stop()
 	if err != nil {
 		t.Fatalf("capture: %v", err)
 	}
@@ -222,7 +222,7 @@ func checkFlows(t *testing.T, what string, fm flowMetrics, captured, sent map[co
 // are on loopback, at the addresses allowed.
 func checkListeners(t *testing.T, ns string, allowed ...string) {
 	t.Helper()
-	out, err := netnstest.Run(ns, "ss", "-Hltun")
+	out, err := netnsRun(ns, "ss", "-Hltun")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,7 @@ func TestRootCollectorExposesNothing(t *testing.T) {
 	if socks := inetSockets(t, pid); len(socks) != 0 {
 		t.Errorf("TCP/UDP sockets in the receiver namespace: %v", socks)
 	}
-	ss, err := netnstest.Run(pair.Receiver, "ss", "-Hltun")
+	ss, err := netnsRun(pair.Receiver, "ss", "-Hltun")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestDefaultTelemetryListensOnLoopbackOnly(t *testing.T) {
 			t.Errorf("the collector has a socket outside loopback: %s", s)
 		}
 	}
-	ss, err := netnstest.Run(pair.Receiver, "ss", "-Hltunp")
+	ss, err := netnsRun(pair.Receiver, "ss", "-Hltunp")
 	if err != nil {
 		t.Fatal(err)
 	}

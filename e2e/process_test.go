@@ -90,13 +90,13 @@ func startProcess(t *testing.T, label, ns, name string, args ...string) *process
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), processLifetime)
 	p := &process{name: label, cancel: cancel, exited: make(chan struct{})}
-	p.cmd = netnstest.Command(ctx, ns, name, args...)
+	p.cmd = netnsCommand(ctx, ns, name, args...)
 	p.cmd.Stdout = &p.output
 	p.cmd.Stderr = &p.output
 	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
 	// The parent-death signal fires when the thread that forked the
 	// process exits, so the process is started, and waited for, on a
-	// goroutine locked to its thread (as netnstest does for tcpdump).
+	// goroutine locked to its thread (as startTcpdump does).
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := make(chan error, 1)
 	go func() {

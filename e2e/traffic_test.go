@@ -104,7 +104,7 @@ func tcpConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to neti
 
 // captureCounts returns, per TCP or UDP connection, the packets and frame
 // bytes of a capture.
-func captureCounts(t *testing.T, res netnstest.CaptureResult) map[conn]counts {
+func captureCounts(t *testing.T, res tcpdumpResult) map[conn]counts {
 	t.Helper()
 	m := map[conn]counts{}
 	for i, pkt := range res.Pcap.Packets {

@@ -20,7 +20,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -932,15 +931,6 @@ func vethFrames(n int) [][]byte {
 	return frames
 }
 
-// rxPackets reads the receive packet counter of iface in namespace ns.
-func rxPackets(ns, iface string) (uint64, error) {
-	out, err := netnstest.Run(ns, "cat", "/sys/class/net/"+iface+"/statistics/rx_packets")
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(strings.TrimSpace(out), 10, 64)
-}
-
 // BenchmarkVethThroughput measures packets per second through a veth pair
 // end to end: one thread in the sender namespace writes 64-byte UDP frames
 // to an AF_PACKET socket on the sender veth as fast as it can for a fixed
@@ -1012,7 +1002,7 @@ func BenchmarkVethThroughput(b *testing.B) {
 			_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
 			return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
-		before, err := rxPackets(pair.Receiver, netnstest.ReceiverIface)
+		before, err := netnstest.RxPackets(pair.Receiver, netnstest.ReceiverIface)
 		if err != nil {
 			return 0, 0, 0, 0, err
 		}
@@ -1027,7 +1017,7 @@ func BenchmarkVethThroughput(b *testing.B) {
 			}
 		}
 		elapsed, cpu = time.Since(start), threadCPU()-cpuStart
-		after, err := rxPackets(pair.Receiver, netnstest.ReceiverIface)
+		after, err := netnstest.RxPackets(pair.Receiver, netnstest.ReceiverIface)
 		return sent, after - before, elapsed, cpu, err
 	}
 	counted := func() (uint64, error) {

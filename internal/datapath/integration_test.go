@@ -4,7 +4,7 @@ package datapath
 
 // Integration tests: real traffic between two network namespaces joined by
 // a veth pair, with the program attached to the receiver end, in native
-// and in generic mode. They need root, ip (iproute2), ethtool and tcpdump.
+// and in generic mode. They need root.
 
 import (
 	"net/netip"
@@ -199,11 +199,11 @@ func itUDP(t *testing.T, e *itEnv, src, dst netip.Addr, sport uint16) FlowKey {
 	return k
 }
 
-// itTCP runs a TCP conversation to port 8080 while tcpdump captures the
+// itTCP runs a TCP conversation to port 8080 while a capture collects the
 // receiver veth's inbound packets to port 8080, and checks that the flow's
 // counters equal the capture's packet count and frame bytes.
 func itTCP(t *testing.T, e *itEnv, src, dst netip.Addr) FlowKey {
-	capture := netnstest.StartCapture(t, e.pair.Receiver, netnstest.ReceiverIface, "tcp dst port 8080")
+	capture := netnstest.StartCapture(t, e.pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(uint8(TCP), 8080))
 	start := time.Now()
 	client := itTCPConversation(t, e.pair, src, netip.AddrPortFrom(dst, 8080), 200<<10)
 	end := time.Now()
@@ -235,10 +235,10 @@ func itTCP(t *testing.T, e *itEnv, src, dst netip.Addr) FlowKey {
 		t.Errorf("capture has only %d packets %d bytes", pcapPackets, pcapBytes)
 	}
 	if v.Packets != uint64(pcapPackets) || v.Bytes != pcapBytes {
-		t.Errorf("flow %s:%d: %d packets %d bytes; tcpdump saw %d packets %d bytes",
+		t.Errorf("flow %s:%d: %d packets %d bytes; the capture saw %d packets %d bytes",
 			src, sport, v.Packets, v.Bytes, pcapPackets, pcapBytes)
 	}
-	t.Logf("%s mode, flow %s:%d: %d packets %d bytes; tcpdump: %d packets %d bytes",
+	t.Logf("%s mode, flow %s:%d: %d packets %d bytes; capture: %d packets %d bytes",
 		e.mode, src, sport, v.Packets, v.Bytes, pcapPackets, pcapBytes)
 	if f := itFlows(t, e.d)[k]; f.Packets != v.Packets {
 		t.Errorf("flow still growing after the capture: %d then %d packets", v.Packets, f.Packets)
@@ -319,7 +319,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 			}
 			x, ok := netnstest.LinkXDP(t, ns, iface)
 			if !ok || x.ProgID != itProgID(t, first) || x.Mode != wantMode[mode] {
-				t.Fatalf("ip link shows program %d mode %d (attached %v), want %d mode %d",
+				t.Fatalf("the link shows program %d mode %d (attached %v), want %d mode %d",
 					x.ProgID, x.Mode, ok, itProgID(t, first), wantMode[mode])
 			}
 
@@ -339,7 +339,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 				t.Errorf("second datapath reports attachments %v", second.Attached())
 			}
 			if x2, _ := netnstest.LinkXDP(t, ns, iface); x2.ProgID != itProgID(t, first) {
-				t.Fatalf("after the refused attach ip link shows program %d, want %d", x2.ProgID, itProgID(t, first))
+				t.Fatalf("after the refused attach the link shows program %d, want %d", x2.ProgID, itProgID(t, first))
 			}
 
 			// The first keeps counting; the second sees nothing.
@@ -372,7 +372,7 @@ func TestIntegrationAttachDetach(t *testing.T) {
 				t.Fatalf("Attach second after the first closed: %v", err)
 			}
 			if x, ok := netnstest.LinkXDP(t, ns, iface); !ok || x.ProgID != itProgID(t, second) {
-				t.Fatalf("ip link shows program %d (attached %v), want %d", x.ProgID, ok, itProgID(t, second))
+				t.Fatalf("the link shows program %d (attached %v), want %d", x.ProgID, ok, itProgID(t, second))
 			}
 			if err := second.Detach(iface); err != nil {
 				t.Fatalf("Detach: %v", err)

@@ -3,122 +3,106 @@
 package netnstest
 
 import (
-	"bufio"
-	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"runtime"
-	"strconv"
-	"strings"
-	"syscall"
+	"net"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// Capture is a running tcpdump writing the inbound packets of one interface
-// to a pcap file. Create it with StartCapture and end it with Stop. It is
-// not safe for concurrent use.
+// Capture collects the inbound frames of one interface from an AF_PACKET
+// socket, like `tcpdump -Q in -s 0`. Create it with StartCapture and end
+// it with Stop. It is not safe for concurrent use.
 type Capture struct {
-	path    string
-	cmd     *exec.Cmd
-	cancel  context.CancelFunc
-	stderr  strings.Builder // written by the reader goroutine until done
-	done    chan struct{}   // closed when tcpdump's stderr reaches EOF
-	exited  chan error      // tcpdump's exit status, once
+	fd      int
+	iface   string
+	match   func(Frame) bool
+	quit    chan struct{} // closed by Stop to end the reader
+	done    chan struct{} // closed when the reader has ended
 	stopped bool
 	result  CaptureResult
 	err     error
+
+	mu       sync.Mutex // guards the fields below, written by the reader
+	packets  []Packet
+	read     int       // frames read from the socket, kept or not
+	lastKept time.Time // when the last kept packet was read
+	readErr  error
 }
 
 // CaptureResult is what a stopped Capture saw.
 type CaptureResult struct {
-	// Pcap is the file tcpdump wrote.
+	// Pcap holds the packets kept, in arrival order: LinkType is
+	// LinkTypeEthernet, SnapLen the largest frame read whole, and each
+	// Packet's Time the kernel's timestamp (SO_TIMESTAMPNS). That is the
+	// time of reception, except for frames received before the kernel
+	// has switched receive timestamps on, which it does asynchronously
+	// when the first socket asks for them: those carry the time they
+	// were read, a little later.
 	Pcap *Pcap
-	// Captured, ReceivedByFilter and DroppedByKernel are tcpdump's own
-	// counters, as printed when it exits.
-	Captured, ReceivedByFilter, DroppedByKernel int
-	// Stderr is everything tcpdump printed on stderr.
-	Stderr string
+	// Captured is the number of packets kept (len(Pcap.Packets)).
+	Captured int
+	// Received is the number of inbound frames the socket received,
+	// kept or not, including those dropped. DroppedByKernel is the number
+	// dropped because the socket's receive buffer was full. Both are the
+	// kernel's PACKET_STATISTICS.
+	Received, DroppedByKernel int
 }
 
-// captureStartTimeout bounds the wait for tcpdump to be listening.
-const captureStartTimeout = 20 * time.Second
+// Capture socket parameters.
+const (
+	// captureSnapLen is the largest frame read whole, as tcpdump's
+	// default snapshot length: larger than any GRO or GSO aggregate.
+	captureSnapLen = 262144
+	// captureRcvBuf is the socket receive buffer asked for, bytes.
+	captureRcvBuf = 64 << 20
+	// capturePoll is how often the reader checks whether to end.
+	capturePoll = 50 * time.Millisecond
+)
 
-// StartCapture starts tcpdump in namespace ns on interface iface, capturing
-// inbound packets only (-Q in) that match the pcap filter expression
-// filter (empty: every packet), without promiscuous mode, full packets,
-// written to a file in tb.TempDir(). It returns once tcpdump reports that
-// it is listening, so every later matching packet is captured. It fails
-// the test if tcpdump cannot start, and stops a capture still running when
-// the test ends (registered with tb.Cleanup, so it runs before the
-// removal of a Pair created earlier in the test).
-func StartCapture(tb testing.TB, ns, iface, filter string) *Capture {
+// Capture stop parameters.
+const (
+	// captureQuiet is how long Stop waits for no kept packet to arrive.
+	captureQuiet = 250 * time.Millisecond
+	// captureQuietLimit bounds that wait.
+	captureQuietLimit = 5 * time.Second
+)
+
+// ToPort returns a capture filter that keeps the packets of IP protocol
+// proto (6 TCP, 17 UDP) to destination port port, like the pcap filter
+// "tcp dst port 8080".
+func ToPort(proto uint8, port uint16) func(Frame) bool {
+	return func(f Frame) bool { return f.Proto == proto && f.DstPort == port }
+}
+
+// StartCapture opens an AF_PACKET socket in namespace ns on interface
+// iface that receives its inbound frames only (no promiscuous mode), whole,
+// and keeps those whose decoded addressing (see DecodeEthernet) satisfies
+// match; a nil match keeps every frame, IP or not. It returns once the
+// socket is bound, so every later inbound frame is received.
+//
+// A reader goroutine empties the socket as frames arrive, with a 64 MiB
+// receive buffer behind it; frames the kernel drops nonetheless are
+// counted and make Stop fail. StartCapture fails the test if the socket
+// cannot be set up, and stops a capture still running when the test ends
+// (registered with tb.Cleanup, so it runs before the removal of a Pair
+// created earlier in the test).
+func StartCapture(tb testing.TB, ns, iface string, match func(Frame) bool) *Capture {
 	tb.Helper()
-	if _, err := exec.LookPath("tcpdump"); err != nil {
-		tb.Fatalf("netnstest captures need the tcpdump command (apt package tcpdump): %v", err)
-	}
-	c := &Capture{
-		path:   filepath.Join(tb.TempDir(), iface+".pcap"),
-		done:   make(chan struct{}),
-		exited: make(chan error, 1),
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	// -Z root: tcpdump would otherwise drop to its own user and could not
-	// write into the test's temporary directory. --immediate-mode makes
-	// libpcap hand every packet over at once and -U writes it at once, so
-	// the file is complete when tcpdump has seen everything.
-	args := []string{"-Z", "root", "-n", "-p", "-i", iface, "-Q", "in", "-s", "0",
-		"--immediate-mode", "-U", "-w", c.path}
-	if filter != "" {
-		args = append(args, filter)
-	}
-	c.cmd = Command(ctx, ns, "tcpdump", args...)
-	c.cmd.Cancel = func() error { return c.cmd.Process.Kill() }
-	// If the test process dies (e.g. killed by a timeout), tcpdump must not
-	// outlive it and keep the namespace alive. The death signal is sent
-	// when the forking thread exits, so tcpdump is started, and waited
-	// for, on a goroutine locked to its thread.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := c.cmd.StderrPipe()
+	c := &Capture{iface: iface, match: match, quit: make(chan struct{}), done: make(chan struct{}), lastKept: time.Now()}
+	err := Do(ns, func() error {
+		var err error
+		c.fd, err = openCaptureSocket(iface)
+		return err
+	})
 	if err != nil {
-		cancel()
-		tb.Fatalf("tcpdump: %v", err)
+		tb.Fatalf("capture on %s in netns %s: %v", iface, ns, err)
 	}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := c.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		<-c.done // Wait only after stderr has been read to its end.
-		c.exited <- c.cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		cancel()
-		tb.Fatalf("start %s: %v", c.cmd, err)
-	}
-	listening := make(chan struct{})
-	go func() {
-		defer close(c.done)
-		sc := bufio.NewScanner(stderr)
-		seen := false
-		for sc.Scan() {
-			line := sc.Text()
-			c.stderr.WriteString(line + "\n")
-			if !seen && strings.Contains(line, "listening on") {
-				seen = true
-				close(listening)
-			}
-		}
-	}()
+	go c.reader()
 	tb.Cleanup(func() {
 		if !c.stopped {
 			if _, err := c.Stop(); err != nil {
@@ -126,31 +110,161 @@ func StartCapture(tb testing.TB, ns, iface, filter string) *Capture {
 			}
 		}
 	})
-	select {
-	case <-listening:
-		return c
-	case <-c.done:
-		c.stopped = true
-		err := <-c.exited
-		cancel()
-		tb.Fatalf("%s exited before listening: %v\n%s", c.cmd, err, c.stderr.String())
-	case <-time.After(captureStartTimeout):
-		tb.Fatalf("%s not listening after %v", c.cmd, captureStartTimeout)
-	}
-	return nil
+	return c
 }
 
-// Path returns the pcap file tcpdump writes.
-func (c *Capture) Path() string { return c.path }
+// openCaptureSocket opens and binds the capture socket for the interface
+// iface of the calling thread's namespace.
+func openCaptureSocket(iface string) (int, error) {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return -1, err
+	}
+	// Protocol 0: no frame is queued before the filter is attached and
+	// the socket bound to the interface.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, fmt.Errorf("AF_PACKET socket: %w", err)
+	}
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"SO_RCVBUFFORCE", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, captureRcvBuf) }},
+		{"SO_TIMESTAMPNS", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) }},
+		{"SO_ATTACH_FILTER", func() error { return attachFilter(fd, inboundOnly) }},
+		{"bind", func() error {
+			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifc.Index})
+		}},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	return fd, nil
+}
 
-// Stop waits until the pcap file has stopped growing (so packets tcpdump
-// has not processed yet are written; at most 5 seconds), sends tcpdump
-// SIGINT by its PID so that it flushes and prints its counters, waits for
-// it to exit (killing it after 10 seconds) and reads the file.
+// Classic BPF socket filters: inboundOnly accepts every frame the host
+// did not send (skb->pkt_type is not PACKET_OUTGOING), dropAll none.
+var (
+	inboundOnly = []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdOff + skfAdPktType},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: unix.PACKET_OUTGOING},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+	}
+	dropAll = []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+)
+
+// Ancillary data offsets of <linux/filter.h>: SKF_AD_OFF + SKF_AD_PKTTYPE
+// loads skb->pkt_type.
+const (
+	skfAdOff     = 0xfffff000 // SKF_AD_OFF, -0x1000
+	skfAdPktType = 4          // SKF_AD_PKTTYPE
+)
+
+func attachFilter(fd int, prog []unix.SockFilter) error {
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+		&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// reader reads frames until Stop asks it to end.
+func (c *Capture) reader() {
+	defer close(c.done)
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+	buf, oob := make([]byte, captureSnapLen), make([]byte, 64)
+	for {
+		select {
+		case <-c.quit:
+			return
+		default:
+		}
+		if _, err := unix.Poll(fds, int(capturePoll/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
+			c.fail(fmt.Errorf("poll: %w", err))
+			return
+		}
+		if err := c.drain(buf, oob); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// drain reads every frame queued on the socket.
+func (c *Capture) drain(buf, oob []byte) error {
+	for {
+		// MSG_TRUNC: n is the frame's length even if it was longer
+		// than buf.
+		n, oobn, flags, _, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_TRUNC)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return fmt.Errorf("recvmsg: %w", err)
+		case flags&unix.MSG_TRUNC != 0 || n > len(buf):
+			return fmt.Errorf("a frame of %d bytes is longer than the %d bytes captured", n, len(buf))
+		}
+		c.keep(buf[:n], receiveTime(oob[:oobn]))
+	}
+}
+
+// keep records frame, received at t, if it matches.
+func (c *Capture) keep(frame []byte, t time.Time) {
+	f, err := DecodeEthernet(frame)
+	kept := c.match == nil || (err == nil && c.match(f))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read++
+	if kept {
+		c.packets = append(c.packets, Packet{Time: t, OrigLen: len(frame), Data: append([]byte(nil), frame...)})
+		c.lastKept = time.Now()
+	}
+}
+
+// receiveTime returns the SCM_TIMESTAMPNS timestamp in the control
+// messages oob, or the current time if there is none.
+func receiveTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Now()
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_TIMESTAMPNS {
+			continue
+		}
+		switch len(m.Data) {
+		case 16: // struct timespec with 64-bit fields
+			return time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:])))
+		case 8: // 32-bit fields
+			return time.Unix(int64(int32(binary.NativeEndian.Uint32(m.Data))), int64(int32(binary.NativeEndian.Uint32(m.Data[4:]))))
+		}
+	}
+	return time.Now()
+}
+
+func (c *Capture) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readErr == nil {
+		c.readErr = err
+	}
+}
+
+// Stop waits until no kept packet has arrived for 250 ms (at most 5
+// seconds: frames still on their way through the stack are read), then
+// ends the capture: it detaches the socket from the interface (replaces
+// its filter by one that drops everything), reads what is still queued,
+// reads the kernel's counters and closes the socket.
 //
-// Stop returns an error when tcpdump failed, or when the capture is
-// incomplete: packets dropped by the kernel, or fewer packets written than
-// tcpdump received. A second call returns the first call's result.
+// Stop returns an error when reading failed or the capture is
+// incomplete: frames dropped by the kernel, or a frame longer than the
+// snapshot length. A second call returns the first call's result.
 func (c *Capture) Stop() (CaptureResult, error) {
 	if c.stopped {
 		return c.result, c.err
@@ -160,77 +274,60 @@ func (c *Capture) Stop() (CaptureResult, error) {
 	return c.result, c.err
 }
 
-var statLine = regexp.MustCompile(`(?m)^(\d+) packets? (captured|received by filter|dropped by kernel)$`)
-
 func (c *Capture) stop() (CaptureResult, error) {
-	defer c.cancel()
-	waitStable(c.path, 250*time.Millisecond, 5*time.Second)
-
+	defer unix.Close(c.fd)
+	c.waitQuiet()
+	close(c.quit)
+	<-c.done
 	var res CaptureResult
-	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		return res, fmt.Errorf("interrupt tcpdump (pid %d): %w", c.cmd.Process.Pid, err)
+	var errs []error
+	if err := attachFilter(c.fd, dropAll); err != nil {
+		errs = append(errs, fmt.Errorf("detach: %w", err))
 	}
-	var waitErr error
-	select {
-	case waitErr = <-c.exited:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		waitErr = <-c.exited
+	buf, oob := make([]byte, captureSnapLen), make([]byte, 64)
+	if err := c.drain(buf, oob); err != nil {
+		c.fail(err)
 	}
-	res.Stderr = c.stderr.String()
-	if waitErr != nil {
-		return res, fmt.Errorf("tcpdump (pid %d): %w\n%s", c.cmd.Process.Pid, waitErr, res.Stderr)
+	stats, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("PACKET_STATISTICS: %w", err))
+	} else {
+		res.Received, res.DroppedByKernel = int(stats.Packets), int(stats.Drops)
+	}
+	// A frame that passed the old filter just before it was replaced
+	// may have been queued after the first drain.
+	if err := c.drain(buf, oob); err != nil {
+		c.fail(err)
 	}
 
-	found := 0
-	for _, m := range statLine.FindAllStringSubmatch(res.Stderr, -1) {
-		n, _ := strconv.Atoi(m[1])
-		switch m[2] {
-		case "captured":
-			res.Captured = n
-		case "received by filter":
-			res.ReceivedByFilter = n
-		case "dropped by kernel":
-			res.DroppedByKernel = n
-		}
-		found++
-	}
-	pcap, err := ReadPcapFile(c.path)
-	if err != nil {
-		return res, err
-	}
-	res.Pcap = pcap
-	var errs []error
-	if found != 3 {
-		errs = append(errs, fmt.Errorf("tcpdump printed %d of its 3 counters", found))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res.Pcap = &Pcap{LinkType: LinkTypeEthernet, SnapLen: captureSnapLen, Packets: c.packets}
+	res.Captured = len(c.packets)
+	if c.readErr != nil {
+		errs = append(errs, c.readErr)
 	}
 	if res.DroppedByKernel != 0 {
 		errs = append(errs, fmt.Errorf("kernel dropped %d packets", res.DroppedByKernel))
 	}
-	if res.Captured != res.ReceivedByFilter || res.Captured != len(pcap.Packets) {
-		errs = append(errs, fmt.Errorf("%d packets received by filter, %d captured, %d in the file",
-			res.ReceivedByFilter, res.Captured, len(pcap.Packets)))
+	if queued := res.Received - res.DroppedByKernel; err == nil && c.read < queued {
+		errs = append(errs, fmt.Errorf("kernel queued %d packets, %d read", queued, c.read))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("incomplete capture: %w\n%s", err, res.Stderr)
+		return res, fmt.Errorf("incomplete capture on %s: %w", c.iface, err)
 	}
 	return res, nil
 }
 
-// waitStable returns once the size of the file at path has not changed for
-// quiet, or after limit.
-func waitStable(path string, quiet, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	last := int64(-1)
-	lastChange := time.Now()
+// waitQuiet returns once no packet has been kept for captureQuiet, or
+// after captureQuietLimit.
+func (c *Capture) waitQuiet() {
+	deadline := time.Now().Add(captureQuietLimit)
 	for time.Now().Before(deadline) {
-		var size int64
-		if fi, err := os.Stat(path); err == nil {
-			size = fi.Size()
-		}
-		if size != last {
-			last, lastChange = size, time.Now()
-		} else if time.Since(lastChange) >= quiet {
+		c.mu.Lock()
+		last := c.lastKept
+		c.mu.Unlock()
+		if time.Since(last) >= captureQuiet {
 			return
 		}
 		time.Sleep(25 * time.Millisecond)

@@ -9,9 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
@@ -80,12 +83,12 @@ func TestPair(t *testing.T) {
 
 		t.Run("interfaces", func(t *testing.T) {
 			for _, e := range []struct {
-				ns, iface string
-				mac       net.HardwareAddr
-				peers     []netip.Addr
+				ns, iface    string
+				mac, peerMAC net.HardwareAddr
+				peers        []netip.Addr
 			}{
-				{p.Sender, SenderIface, SenderMAC, []netip.Addr{ReceiverIPv4, ReceiverIPv6}},
-				{p.Receiver, ReceiverIface, ReceiverMAC, []netip.Addr{SenderIPv4, SenderIPv6}},
+				{p.Sender, SenderIface, SenderMAC, ReceiverMAC, []netip.Addr{ReceiverIPv4, ReceiverIPv6}},
+				{p.Receiver, ReceiverIface, ReceiverMAC, SenderMAC, []netip.Addr{SenderIPv4, SenderIPv6}},
 			} {
 				var ifc *net.Interface
 				err := p.Do(e.ns, func() error {
@@ -102,22 +105,28 @@ func TestPair(t *testing.T) {
 				if idx, err := Ifindex(e.ns, e.iface); err != nil || idx != ifc.Index {
 					t.Errorf("Ifindex(%s, %s) = %d, %v; want %d", e.ns, e.iface, idx, err, ifc.Index)
 				}
-				out, err := Run(e.ns, "ip", "neigh", "show", "dev", e.iface)
-				if err != nil {
-					t.Fatal(err)
-				}
 				for _, peer := range e.peers {
-					if !strings.Contains(out, peer.String()+" lladdr ") || !strings.Contains(out, "PERMANENT") {
-						t.Errorf("%s: no permanent neighbour entry for %s:\n%s", e.ns, peer, out)
+					if n, ok := neighbour(t, e.ns, ifc.Index, peer); !ok || n.State != netlink.NUD_PERMANENT || n.HardwareAddr.String() != e.peerMAC.String() {
+						t.Errorf("%s: neighbour entry for %s: %+v (found %v), want permanent with lladdr %s", e.ns, peer, n, ok, e.peerMAC)
 					}
 				}
-				out, err = Run(e.ns, "ethtool", "-k", e.iface)
+				features, err := nsFeatures(e.ns, e.iface)
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, f := range []string{"tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload"} {
-					if !strings.Contains(out, "\n"+f+": off") {
-						t.Errorf("%s %s: %s is not off:\n%s", e.ns, e.iface, f, out)
+				// ethtool -k's tcp-segmentation-offload,
+				// generic-segmentation-offload and generic-receive-offload.
+				var names []string
+				for name := range features {
+					names = append(names, name)
+				}
+				offloads, err := matchFeatures(names, offloadFeatures)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range offloads {
+					if features[f] {
+						t.Errorf("%s %s: %s is on", e.ns, e.iface, f)
 					}
 				}
 			}
@@ -143,15 +152,18 @@ func TestPair(t *testing.T) {
 		})
 
 		t.Run("capture", func(t *testing.T) {
-			c := StartCapture(t, p.Receiver, ReceiverIface, "udp dst port 7008")
+			c := StartCapture(t, p.Receiver, ReceiverIface, ToPort(17, 7008))
+			all := StartCapture(t, p.Receiver, ReceiverIface, nil)
 			server := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7008))
 			other := listenUDP(t, p.Receiver, netip.AddrPortFrom(ReceiverIPv4, 7009))
 			client := listenUDP(t, p.Sender, netip.AddrPortFrom(SenderIPv4, 40100))
 			server.SetDeadline(time.Now().Add(5 * time.Second))
 			other.SetDeadline(time.Now().Add(5 * time.Second))
+			client.SetDeadline(time.Now().Add(5 * time.Second))
 			var wantBytes uint64
 			const n = 10
 			buf := make([]byte, 2000)
+			began := time.Now()
 			for i := range n {
 				payload := make([]byte, 100*i)
 				wantBytes += uint64(14 + 20 + 8 + len(payload))
@@ -161,10 +173,18 @@ func TestPair(t *testing.T) {
 				if _, err := client.WriteToUDPAddrPort(payload, netip.AddrPortFrom(ReceiverIPv4, 7009)); err != nil {
 					t.Fatal(err)
 				}
-				if _, _, err := server.ReadFromUDPAddrPort(buf); err != nil {
+				_, from, err := server.ReadFromUDPAddrPort(buf)
+				if err != nil {
 					t.Fatal(err)
 				}
 				if _, _, err := other.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatal(err)
+				}
+				// An outbound frame, which no capture may hold.
+				if _, err := server.WriteToUDPAddrPort([]byte("echo"), from); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -172,14 +192,37 @@ func TestPair(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
-			if res.Pcap.LinkType != LinkTypeEthernet || res.Captured != n {
-				t.Errorf("link type %d, %d packets captured; want %d and %d\n%s", res.Pcap.LinkType, res.Captured, LinkTypeEthernet, n, res.Stderr)
+			stopped := time.Now()
+			if res.Pcap.LinkType != LinkTypeEthernet || res.Captured != n || len(res.Pcap.Packets) != n {
+				t.Errorf("link type %d, %d packets captured (%d in Pcap); want %d and %d", res.Pcap.LinkType, res.Captured, len(res.Pcap.Packets), LinkTypeEthernet, n)
+			}
+			if res.Received < 2*n || res.DroppedByKernel != 0 {
+				t.Errorf("%d packets received, %d dropped; want at least %d and none", res.Received, res.DroppedByKernel, 2*n)
 			}
 			packets, bytes := res.Pcap.Count(func(f Frame) bool {
 				return f.Src == SenderIPv4 && f.SrcPort == 40100 && f.DstPort == 7008 && f.Proto == 17
 			})
 			if packets != n || bytes != wantBytes {
 				t.Errorf("pcap: %d packets %d bytes, want %d and %d", packets, bytes, n, wantBytes)
+			}
+			for i, pkt := range res.Pcap.Packets {
+				// Reception or, while the kernel switches timestamps on,
+				// read time (see CaptureResult.Pcap).
+				if pkt.Time.Before(began) || pkt.Time.After(stopped) {
+					t.Errorf("packet %d: timestamp %v outside [%v, %v], from the traffic's start to Stop", i, pkt.Time, began, stopped)
+				}
+			}
+			resAll, err := all.Stop()
+			if err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			if resAll.Captured < 2*n || resAll.Captured != resAll.Received {
+				t.Errorf("unfiltered capture: %d packets captured, %d received; want at least %d, all", resAll.Captured, resAll.Received, 2*n)
+			}
+			for i, pkt := range resAll.Pcap.Packets {
+				if src := net.HardwareAddr(pkt.Data[6:12]); src.String() != SenderMAC.String() {
+					t.Errorf("unfiltered capture: packet %d is from %s, not from the sender: an outbound packet", i, src)
+				}
 			}
 			if res2, err2 := c.Stop(); err2 != nil || res2.Captured != res.Captured {
 				t.Errorf("second Stop = %+v, %v", res2, err2)
@@ -194,21 +237,59 @@ func TestPair(t *testing.T) {
 			t.Errorf("namespace %s still exists after cleanup", ns)
 		}
 	}
-	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	// What `ip netns list` lists, and the namespaces' bind mounts.
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == p.Sender || e.Name() == p.Receiver {
+			t.Errorf("%s still lists namespace %s", netnsDir, e.Name())
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		t.Fatalf("ip netns list: %v: %s", err, out)
+		t.Fatal(err)
 	}
-	if strings.Contains(string(out), p.Sender) || strings.Contains(string(out), p.Receiver) {
-		t.Errorf("ip netns list still shows the pair's namespaces:\n%s", out)
+	for _, ns := range []string{p.Sender, p.Receiver} {
+		if strings.Contains(string(mounts), filepath.Join(netnsDir, ns)+" ") {
+			t.Errorf("namespace %s is still mounted:\n%s", ns, mounts)
+		}
 	}
+}
+
+// neighbour returns the neighbour entry for ip on the interface with index
+// ifindex in namespace ns.
+func neighbour(t *testing.T, ns string, ifindex int, ip netip.Addr) (netlink.Neigh, bool) {
+	t.Helper()
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	var entries []netlink.Neigh
+	err := Do(ns, func() error {
+		var err error
+		entries, err = netlink.NeighList(ifindex, family)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("neighbours of interface %d in %s: %v", ifindex, ns, err)
+	}
+	for _, n := range entries {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+			return n, true
+		}
+	}
+	return netlink.Neigh{}, false
 }
 
 func TestSweepStale(t *testing.T) {
 	privtest.RequireRoot(t)
-	// A PID that is not alive: a child that has exited and been reaped.
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
+	// A PID that is not alive: a child that has exited and been reaped
+	// (this test binary, running no test).
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
 	dead := cmd.Process.Pid
 	if processAlive(dead) {
@@ -217,12 +298,14 @@ func TestSweepStale(t *testing.T) {
 	stale := fmt.Sprintf("%s%d-1-snd", Prefix, dead)
 	live := fmt.Sprintf("%s%d-999999-snd", Prefix, os.Getpid())
 	for _, ns := range []string{stale, live} {
-		if _, err := run("ip", "netns", "add", ns); err != nil {
+		if err := addNamed(ns); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			if Exists(ns) {
-				run("ip", "netns", "del", ns)
+				if err := deleteNamed(ns); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}

@@ -4,7 +4,6 @@ package netnstest
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +13,8 @@ import (
 )
 
 // This file holds the traffic generators and checks shared by the tests
-// that use a Pair: UDP datagrams sent at a controlled pace, a TCP
-// conversation, and reading an interface's XDP attachment.
+// that use a Pair: UDP datagrams sent at a controlled pace and a TCP
+// conversation.
 
 // MTU is the MTU of both veth ends.
 const MTU = 1500
@@ -317,46 +316,4 @@ func (c TCPConversation) serve(ln *net.TCPListener) error {
 		return fmt.Errorf("after bulk: read %d bytes, %v; want EOF", n, err)
 	}
 	return nil
-}
-
-// XDPAttachment is the XDP program attached to an interface, as
-// `ip -d link show` reports it.
-type XDPAttachment struct {
-	// ProgID is the program's ID.
-	ProgID uint32
-	// Mode is the attachment mode attribute: 1 driver (native),
-	// 2 generic (skb), 3 offloaded.
-	Mode int
-}
-
-// LinkXDP returns the XDP attachment of the interface iface in namespace
-// ns according to `ip -j -d link show dev iface`, or ok false when no
-// program is attached. It fails the test if the command fails, if its
-// output does not describe exactly one link, or if the link has an XDP
-// attribute without a program.
-func LinkXDP(tb testing.TB, ns, iface string) (x XDPAttachment, ok bool) {
-	tb.Helper()
-	out, err := Run(ns, "ip", "-j", "-d", "link", "show", "dev", iface)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var links []struct {
-		XDP *struct {
-			Mode int `json:"mode"`
-			Prog *struct {
-				ID uint32 `json:"id"`
-			} `json:"prog"`
-		} `json:"xdp"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		tb.Fatalf("parse ip link output: %v\n%s", err, out)
-	}
-	a := links[0].XDP
-	if a == nil {
-		return XDPAttachment{}, false
-	}
-	if a.Prog == nil {
-		tb.Fatalf("xdp attribute without a program:\n%s", out)
-	}
-	return XDPAttachment{ProgID: a.Prog.ID, Mode: a.Mode}, true
 }
