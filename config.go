@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,10 +17,15 @@ import (
 
 // Config is the configuration of the xdpflow receiver.
 type Config struct {
-	// Interfaces are the network interfaces the XDP program is attached to.
-	// Default: [lo]. An unknown name fails Start with the list of the
-	// interfaces that exist.
+	// Interfaces are the network interfaces the XDP program is attached
+	// to: names, or patterns (*, ?, [...] as in path.Match) followed as
+	// interfaces come and go. Default: [lo]. A name that matches no
+	// interface fails Start with the list of the interfaces that exist; a
+	// named interface deleted later is attached again when it comes back.
 	Interfaces []string `mapstructure:"interfaces"`
+	// ExcludeInterfaces are names or patterns of interfaces never attached
+	// to, even where Interfaces matches them. Default: none.
+	ExcludeInterfaces []string `mapstructure:"exclude_interfaces"`
 	// AttachMode is auto, native or generic. auto tries native (driver)
 	// mode and falls back to generic; the mode used is logged. Default: auto.
 	AttachMode string `mapstructure:"attach_mode"`
@@ -116,8 +122,15 @@ func (c *Config) Validate() error {
 		add("interfaces: %s listed more than once", d)
 	}
 	for _, name := range c.Interfaces {
-		if err := checkInterfaceName(name); err != nil {
+		if err := checkInterfaceEntry(name); err != nil {
 			add("interfaces: %v", err)
+		}
+	}
+	for _, name := range c.ExcludeInterfaces {
+		if err := checkInterfaceEntry(name); err != nil {
+			add("exclude_interfaces: %v", err)
+		} else if !isInterfacePattern(name) && slices.Contains(c.Interfaces, name) {
+			add("exclude_interfaces: %s is also listed in interfaces", name)
 		}
 	}
 	if _, err := datapath.ParseAttachMode(c.AttachMode); err != nil {

@@ -88,6 +88,10 @@ func TestValidateRejects(t *testing.T) {
 		{"interface name too long", func(c *Config) { c.Interfaces = []string{"veth0123456789ab"} }, `interfaces: "veth0123456789ab" is longer than 15 bytes, the Linux limit`},
 		{"interface name with slash", func(c *Config) { c.Interfaces = []string{"eth0/1"} }, `interfaces: "eth0/1" is not a valid interface name (no '/', ':' or white space)`},
 		{"interface alias", func(c *Config) { c.Interfaces = []string{"eth0:1"} }, `interfaces: "eth0:1" is not a valid interface name (no '/', ':' or white space)`},
+		{"bad pattern", func(c *Config) { c.Interfaces = []string{"eth[0-"} }, `interfaces: "eth[0-" is not a valid pattern (*, ?, [...]): syntax error in pattern`},
+		{"pattern with spaces", func(c *Config) { c.Interfaces = []string{"eth* "} }, `interfaces: "eth* " has surrounding spaces`},
+		{"bad exclude", func(c *Config) { c.ExcludeInterfaces = []string{" eth1"} }, `exclude_interfaces: " eth1" has surrounding spaces`},
+		{"name included and excluded", func(c *Config) { c.Interfaces = []string{"eth0"}; c.ExcludeInterfaces = []string{"eth0"} }, "exclude_interfaces: eth0 is also listed in interfaces"},
 		{"duplicate interfaces", func(c *Config) { c.Interfaces = []string{"lo", "eth0", "lo"} }, "interfaces: lo listed more than once"},
 		{"attach mode", func(c *Config) { c.AttachMode = "offload" }, `attach_mode: "offload" is not one of auto, native, generic`},
 		{"port 0", func(c *Config) { c.Ports = []int{0} }, "ports: 0 is out of range (1-65535; an empty list counts every port)"},
@@ -160,4 +164,21 @@ func TestUnmarshalRejectsPortsThatAreNotWholeNumbers(t *testing.T) {
 	cfg := createDefaultConfig()
 	require.NoError(t, conf.Unmarshal(cfg))
 	assert.Equal(t, []int{80, 8080, 443}, cfg.Ports)
+}
+
+func TestInterfacesMatchNamesAndPatternsButNotExclusions(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Interfaces = []string{"lo", "eth*", "ens[0-9]", "veth?x"}
+	cfg.ExcludeInterfaces = []string{"eth9", "ens[5-9]"}
+	require.NoError(t, cfg.Validate())
+	for name, want := range map[string]bool{
+		"lo": true, "eth0": true, "eth10": true, "ens3": true, "vethAx": true,
+		"eth9": false, "ens5": false, "ens10": false, "lo0": false, "wlan0": false, "vethABx": false,
+	} {
+		assert.Equal(t, want, cfg.attachable(name), name)
+	}
+	assert.Equal(t, []string{"lo"}, cfg.namedInterfaces())
+	assert.Empty(t, cfg.missingInterfaces(map[string]int{"lo": 1, "eth0": 2}, nil))
+	assert.Equal(t, []string{"lo"}, cfg.missingInterfaces(map[string]int{"lo": 1}, []string{"lo"}), "attached, but gone with the interface")
+	assert.Equal(t, []string{"lo"}, cfg.missingInterfaces(map[string]int{"eth0": 2}, nil))
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -102,6 +103,22 @@ func iftAddSecondVeth(t *testing.T, pair *netnstest.Pair) {
 		dev, err := netnstest.RouteDevice(pair.Sender, dst)
 		require.NoError(t, err)
 		require.Equal(t, iftSender2Iface, dev, "route to %s", dst)
+	}
+}
+
+// iftWaitAttached waits until the program progID is attached to iface in
+// namespace ns.
+func iftWaitAttached(t *testing.T, ns, iface string, progID uint32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if xdp, ok := netnstest.LinkXDP(t, ns, iface); ok && xdp.ProgID == progID {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("program %d not attached to %s within 5s", progID, iface)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -235,7 +252,9 @@ func iftAttachLogs(logs *observer.ObservedLogs) map[string]string {
 // and veth-rcv2, sends UDP over both, then deletes veth-rcv2 while the
 // receiver runs. The receiver logs one warning naming it (however many
 // snapshots follow), keeps exporting the counts made on it unchanged,
-// keeps counting veth-rcv exactly, and shuts down without error.
+// keeps counting veth-rcv exactly, attaches to veth-rcv2 again when it is
+// created again and counts its new connections, and shuts down without
+// error.
 func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 	privtest.RequireRoot(t)
 	const deletedMsg = "Interface deleted"
@@ -288,10 +307,25 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 			kept.send(t, 64)
 			n := iftWaitExport(t, sink, kept, doomed, doomed6)
 			iftWaitExports(t, sink, n+10)
+
+			// The interface comes back: the program is attached to it
+			// again, and its new connections are counted.
+			require.NoError(t, doomed.server.Close()) // its address comes back below
+			iftAddSecondVeth(t, pair)
+			iftWaitAttached(t, pair.Receiver, iftReceiver2Iface, id)
+			back := iftNewUDP(t, pair, iftSender2IPv4, iftReceiver2IPv4, 40403, iftReceiver2Iface)
+			back.send(t, 32)
+			kept.send(t, 8)
+			iftWaitExport(t, sink, kept, doomed, doomed6, back)
+			assert.Len(t, logs.FilterMessage("XDP program attached").FilterField(zap.String("interface", iftReceiver2Iface)).All(), 2,
+				"attached at start and again when the interface came back")
+
 			ritShutdown(t, r, sink, tel)
 			ended := time.Now()
-			if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
-				t.Errorf("program %d still attached to %s after Shutdown", xdp.ProgID, netnstest.ReceiverIface)
+			for _, iface := range cfg.Interfaces {
+				if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, iface); ok {
+					t.Errorf("program %d still attached to %s after Shutdown", xdp.ProgID, iface)
+				}
 			}
 
 			warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
@@ -317,12 +351,76 @@ func TestIntegrationReceiverInterfaceDeleted(t *testing.T) {
 					}
 				}
 			}
-			iftCheckFinal(t, "final export", exports, kept, doomed, doomed6)
+			iftCheckFinal(t, "final export", exports, kept, doomed, doomed6, back)
 			t.Logf("%s mode: warning %v after the deletion, logged once over %d exports after it; final: %s %d packets %d bytes, %s %d/%d, %s %d/%d",
 				mode, warnedAfter.Round(time.Millisecond), after, kept.conn, kept.packets, kept.bytes,
 				doomed.conn, doomed.packets, doomed.bytes, doomed6.conn, doomed6.packets, doomed6.bytes)
 		})
 	}
+}
+
+// TestIntegrationReceiverFollowsPatterns configures a pattern that
+// matches both veth ends of the receiver namespace and excludes the first:
+// the receiver starts attached to nothing, attaches to veth-rcv2 when it
+// is created and counts its traffic, never counts veth-rcv's, and forgets
+// veth-rcv2 when it is deleted, without a warning. The attached-interface
+// gauge follows: 0, 1, 0.
+func TestIntegrationReceiverFollowsPatterns(t *testing.T) {
+	privtest.RequireRoot(t)
+	pair := netnstest.New(t)
+	cfg := ritConfig("native")
+	cfg.Interfaces = []string{"veth-*"}
+	cfg.ExcludeInterfaces = []string{netnstest.ReceiverIface}
+	sink := new(consumertest.MetricsSink)
+	tel := ritTelemetry(t)
+	r, logs := iftNewObserved(t, cfg, sink, tel)
+	require.NoError(t, ritStart(pair, r))
+	id := ritProgID(t, r)
+	n := len(sink.AllMetrics())
+	iftWaitExports(t, sink, n+2)
+	assert.Equal(t, int64(0), iftAttachedGauge(t, tel))
+
+	iftAddSecondVeth(t, pair)
+	iftWaitAttached(t, pair.Receiver, iftReceiver2Iface, id)
+	excluded := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40501, netnstest.ReceiverIface)
+	matched := iftNewUDP(t, pair, iftSender2IPv4, iftReceiver2IPv4, 40502, iftReceiver2Iface)
+	excluded.send(t, 16)
+	matched.send(t, 24)
+	n = iftWaitExport(t, sink, matched)
+	assert.Equal(t, int64(1), iftAttachedGauge(t, tel))
+	_, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
+	assert.False(t, attached, "the excluded interface has no program")
+
+	require.NoError(t, netnstest.DeleteLink(pair.Receiver, iftReceiver2Iface))
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessageSnippet("Interface deleted").Len() == 0 {
+		require.False(t, time.Now().After(deadline), "no deletion logged within 5s")
+		time.Sleep(10 * time.Millisecond)
+	}
+	iftWaitExports(t, sink, len(sink.AllMetrics())+2)
+	assert.Equal(t, int64(0), iftAttachedGauge(t, tel))
+	ritShutdown(t, r, sink, tel)
+
+	assert.Empty(t, logs.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zapcore.WarnLevel }).All(), "warnings or errors logged")
+	final := ritDecode(t, sink.AllMetrics())
+	iftCheckFinal(t, "final export", final, matched)
+	for i, e := range final {
+		if _, ok := e.conns[excluded.conn]; ok {
+			t.Errorf("export %d counts %s, on the excluded interface", i, excluded.conn)
+		}
+	}
+	t.Logf("attached when created, %d exports before the deletion; final %s: %d packets %d bytes", n, matched.conn, matched.packets, matched.bytes)
+}
+
+// iftAttachedGauge returns the last value of otelcol_xdpflow_interfaces_attached.
+func iftAttachedGauge(t *testing.T, tel *componenttest.Telemetry) int64 {
+	t.Helper()
+	m, err := tel.GetMetric("otelcol_xdpflow_interfaces_attached")
+	require.NoError(t, err)
+	g, ok := m.Data.(metricdata.Gauge[int64])
+	require.True(t, ok, "otelcol_xdpflow_interfaces_attached is a %T", m.Data)
+	require.Len(t, g.DataPoints, 1)
+	return g.DataPoints[0].Value
 }
 
 // TestIntegrationReceiverTwoInstances runs two receivers in one process,

@@ -51,7 +51,6 @@ type xdpflowReceiver struct {
 	lastTaken time.Time
 	// lastStamp is the latest Timestamp the previous snapshot used.
 	lastStamp time.Time
-	gone      map[string]bool // deleted interfaces already reported
 	health    healthReporter
 }
 
@@ -93,13 +92,9 @@ func (r *xdpflowReceiver) Start(_ context.Context, host component.Host) error {
 	}
 	r.src = src
 	r.health.host = host
-	r.gone = map[string]bool{}
 	r.builder.clock = clock
 	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
 	r.builder.ifnames = map[uint32]string{}
-	for name, idx := range src.Attached() {
-		r.builder.ifnames[uint32(idx)] = name
-	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -184,7 +179,7 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	r.lastTaken = began
 	s, err := r.collect()
 	if cause != causeShutdown {
-		r.health.report(snapshotHealth(err, r.src.Gone()))
+		r.health.report(snapshotHealth(err, r.missingInterfaces(ctx)))
 	}
 	if err != nil {
 		r.telemetry.XdpflowReadFailures.Add(ctx, 1)
@@ -228,7 +223,7 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 // them, so a failing export does not lose them either.
 func (r *xdpflowReceiver) collect() (snapshot, error) {
 	r.waitForNextStamp()
-	r.reportGoneInterfaces()
+	r.learnInterfaceNames()
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
 	}
@@ -277,18 +272,20 @@ func latest(a, b time.Time) time.Time {
 	return a
 }
 
-// reportGoneInterfaces logs, once each, the interfaces deleted while the
-// program was attached. The receiver keeps serving the others and keeps
-// exporting what was counted on the deleted ones until it is evicted.
-func (r *xdpflowReceiver) reportGoneInterfaces() {
-	for _, name := range r.src.Gone() {
-		if r.gone[name] {
-			continue
-		}
-		r.gone[name] = true
-		r.set.Logger.Warn("Interface deleted: its XDP program is gone; counts already made on it are still exported, other interfaces are unaffected",
-			zap.String("interface", name))
+// learnInterfaceNames adds the interfaces attached since the last
+// snapshot to the names flows are exported with.
+func (r *xdpflowReceiver) learnInterfaceNames() {
+	for idx, name := range r.src.InterfaceNames() {
+		r.builder.ifnames[uint32(idx)] = name
 	}
+}
+
+// missingInterfaces records how many interfaces the program is attached
+// to, and returns the named interfaces it is not attached to.
+func (r *xdpflowReceiver) missingInterfaces(ctx context.Context) []string {
+	attached, gone := r.src.Attached(), r.src.Gone()
+	r.telemetry.XdpflowInterfacesAttached.Record(ctx, int64(len(attached)-len(gone)))
+	return r.cfg.missingInterfaces(attached, gone)
 }
 
 // idleBefore returns the kernel time before which a connection's last

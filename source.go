@@ -14,6 +14,9 @@ type flowSource interface {
 	Events() <-chan datapath.TriggerEvent
 	// Attached maps the attached interfaces' names to their ifindex.
 	Attached() map[string]int
+	// InterfaceNames maps the ifindex of every interface attached since
+	// the start to its name.
+	InterfaceNames() map[int]string
 	// Gone lists the attached interfaces that were deleted.
 	Gone() []string
 	DetachAll() error

@@ -2,29 +2,61 @@ package xdpflowreceiver
 
 import (
 	"errors"
+	"slices"
 
 	"go.uber.org/zap"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 )
 
-// openDatapath loads the XDP program and attaches it to every configured
-// interface, logging the mode used. On any failure it undoes what it did.
+// openDatapath loads the XDP program, attaches it to every named
+// interface, and follows the interfaces that interfaces matches as they
+// come and go, logging every attachment with the mode used. On any
+// failure it undoes what it did.
 func openDatapath(cfg *Config, logger *zap.Logger) (flowSource, error) {
 	opts, mode := cfg.datapathOptions()
 	dp, err := datapath.Load(opts)
 	if err != nil {
 		return nil, err
 	}
-	for _, iface := range cfg.Interfaces {
+	for _, iface := range cfg.namedInterfaces() {
 		used, err := dp.Attach(iface, mode)
 		if err != nil {
 			return nil, errors.Join(err, dp.Close())
 		}
-		logger.Info("XDP program attached",
-			zap.String("interface", iface),
-			zap.String("attach_mode", used.String()),
-			zap.String("requested_attach_mode", mode.String()))
+		logAttached(logger, iface, used, mode)
+	}
+	report := func(ev datapath.InterfaceEvent) { logInterfaceEvent(logger, cfg, mode, ev) }
+	if err := dp.Follow(cfg.attachable, mode, report); err != nil {
+		return nil, errors.Join(err, dp.Close())
 	}
 	return dp, nil
+}
+
+func logAttached(logger *zap.Logger, iface string, used, requested datapath.AttachMode) {
+	logger.Info("XDP program attached",
+		zap.String("interface", iface),
+		zap.String("attach_mode", used.String()),
+		zap.String("requested_attach_mode", requested.String()))
+}
+
+// logInterfaceEvent logs what following the interfaces did. A named
+// interface that goes away is a warning (the receiver is unhealthy until
+// it is back); one that a pattern matched is not.
+func logInterfaceEvent(logger *zap.Logger, cfg *Config, mode datapath.AttachMode, ev datapath.InterfaceEvent) {
+	switch {
+	case ev.Interface == "":
+		logger.Warn("Watching interfaces failed; subscribing again", zap.Error(ev.Err))
+	case ev.Err != nil:
+		logger.Error("Failed to attach the XDP program to an interface; its traffic is not counted",
+			zap.String("interface", ev.Interface), zap.Error(ev.Err))
+	case ev.Attached:
+		logAttached(logger, ev.Interface, ev.Mode, mode)
+	case slices.Contains(cfg.namedInterfaces(), ev.Interface):
+		logger.Warn("Interface deleted: its XDP program is gone; counts already made on it are still exported, and the program is attached again when the interface comes back",
+			zap.String("interface", ev.Interface))
+	default:
+		logger.Info("Interface deleted: its XDP program is gone; counts already made on it are still exported",
+			zap.String("interface", ev.Interface))
+	}
 }

@@ -2,7 +2,6 @@ package xdpflowreceiver
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"go.opentelemetry.io/collector/component"
@@ -11,8 +10,8 @@ import (
 
 // healthReporter reports the receiver's health to the host through
 // componentstatus, once per change: a recoverable error while the flow
-// table cannot be read or a configured interface is gone, OK again once a
-// snapshot reads the table with every interface present.
+// table cannot be read or a named interface is missing, OK again once a
+// snapshot reads the table with every named interface attached.
 type healthReporter struct {
 	host component.Host
 	// last is the message of the error reported last; "" after OK. The
@@ -39,15 +38,13 @@ func (h *healthReporter) report(err error) {
 }
 
 // snapshotHealth is the health after a snapshot whose read returned
-// readErr, with the interfaces in gone deleted.
-func snapshotHealth(readErr error, gone []string) error {
+// readErr, while the named interfaces in missing were not attached.
+func snapshotHealth(readErr error, missing []string) error {
 	if readErr != nil {
 		return fmt.Errorf("read the XDP flow table: %w", readErr)
 	}
-	if len(gone) > 0 {
-		names := append([]string(nil), gone...)
-		sort.Strings(names)
-		return fmt.Errorf("interfaces deleted while attached, their traffic is not counted: %s", strings.Join(names, ", "))
+	if len(missing) > 0 {
+		return fmt.Errorf("configured interfaces missing, their traffic is not counted until they come back: %s", strings.Join(missing, ", "))
 	}
 	return nil
 }

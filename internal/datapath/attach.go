@@ -5,6 +5,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -54,6 +55,7 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 		})
 		if err == nil {
 			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m}
+			d.names[ifc.Index] = iface
 			return m, nil
 		}
 		errs = append(errs, fmt.Errorf("attach xdp to %s in %s mode: %w%s", iface, m, err, attachHint(err, m)))
@@ -124,6 +126,15 @@ func (d *Datapath) Attached() map[string]int {
 	return out
 }
 
+// InterfaceNames returns the name of every interface the program was
+// attached to since Load, by ifindex, those detached or deleted since
+// included: flows counted on them keep their interface's name.
+func (d *Datapath) InterfaceNames() map[int]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.names)
+}
+
 func interfaceNames() string {
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -137,9 +148,11 @@ func interfaceNames() string {
 	return strings.Join(names, ", ")
 }
 
-// DetachAll removes the program from every interface, leaving the maps
-// readable, e.g. for a final snapshot whose counts can no longer change.
+// DetachAll stops Follow and removes the program from every interface,
+// leaving the maps readable, e.g. for a final snapshot whose counts can no
+// longer change.
 func (d *Datapath) DetachAll() error {
+	d.stopFollowing()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return errors.Join(d.detachAllLocked()...)

@@ -29,6 +29,8 @@ type Datapath struct {
 
 	mu     sync.Mutex
 	links  map[string]*attachment
+	names  map[int]string // every interface attached since Load, by ifindex
+	follow *follower      // set by Follow
 	closed bool
 }
 
@@ -52,7 +54,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 
-	d := &Datapath{links: map[string]*attachment{}, trig: make(chan TriggerEvent, 1), closing: make(chan struct{})}
+	d := &Datapath{links: map[string]*attachment{}, names: map[int]string{}, trig: make(chan TriggerEvent, 1), closing: make(chan struct{})}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -116,6 +118,7 @@ func (d *Datapath) Program() *ebpf.Program { return d.objs.Xdpflow }
 // Close detaches the program from every interface and releases the
 // program, its maps and the event reader. It is safe to call twice.
 func (d *Datapath) Close() error {
+	d.stopFollowing()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

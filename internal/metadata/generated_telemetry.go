@@ -23,13 +23,14 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                   metric.Meter
-	mu                      sync.Mutex
-	registrations           []metric.Registration
-	XdpflowExportFailures   metric.Int64Counter
-	XdpflowReadFailures     metric.Int64Counter
-	XdpflowSnapshotDuration metric.Float64Histogram
-	XdpflowSnapshots        metric.Int64Counter
+	meter                     metric.Meter
+	mu                        sync.Mutex
+	registrations             []metric.Registration
+	XdpflowExportFailures     metric.Int64Counter
+	XdpflowInterfacesAttached metric.Int64Gauge
+	XdpflowReadFailures       metric.Int64Counter
+	XdpflowSnapshotDuration   metric.Float64Histogram
+	XdpflowSnapshots          metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -65,6 +66,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_xdpflow_export_failures",
 		metric.WithDescription("Snapshots the next consumer refused; their values are sent again with the next snapshot. [Alpha]"),
 		metric.WithUnit("{snapshot}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.XdpflowInterfacesAttached, err = builder.meter.Int64Gauge(
+		"otelcol_xdpflow_interfaces_attached",
+		metric.WithDescription("Interfaces the XDP program is attached to, as of the last snapshot. [Alpha]"),
+		metric.WithUnit("{interface}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.XdpflowReadFailures, err = builder.meter.Int64Counter(

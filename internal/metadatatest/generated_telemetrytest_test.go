@@ -20,10 +20,14 @@ func TestSetupTelemetry(t *testing.T) {
 	require.NoError(t, err)
 	defer tb.Shutdown()
 	tb.XdpflowExportFailures.Add(context.Background(), 1)
+	tb.XdpflowInterfacesAttached.Record(context.Background(), 1)
 	tb.XdpflowReadFailures.Add(context.Background(), 1)
 	tb.XdpflowSnapshotDuration.Record(context.Background(), 1)
 	tb.XdpflowSnapshots.Add(context.Background(), 1)
 	AssertEqualXdpflowExportFailures(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualXdpflowInterfacesAttached(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualXdpflowReadFailures(t, testTel,
