@@ -60,7 +60,7 @@ run: check-root collector
 	$(COLLECTOR) --config $(CONFIG)
 
 ## e2e: build the collector, then run the end-to-end tests with it (as root; they need ip,
-## tcpdump and prometheus), and validate the examples and deployment manifests with it
+## tcpdump, prometheus and setcap), and validate the examples and deployment manifests with it
 e2e: collector
 	XDPFLOW_COLLECTOR=$(abspath $(COLLECTOR)) $(GO) test -count=1 -v -timeout 10m ./e2e/... ./examples/... ./deploy/...
 

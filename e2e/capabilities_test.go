@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
 )
@@ -79,12 +82,18 @@ func nobody(t *testing.T) unprivileged {
 	return unprivileged{uid, gid}
 }
 
+// toolPackages are the Debian packages of the commands the tests use.
+var toolPackages = map[string]string{
+	"setpriv": "util-linux", "unshare": "util-linux", "find": "findutils",
+	"ss": "iproute2", "setcap": "libcap2-bin",
+}
+
 // requireTools fails the test unless the named commands are installed.
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("this test needs the %s command (util-linux): %v", tool, err)
+			t.Fatalf("this test needs the %s command (%s): %v", tool, toolPackages[tool], err)
 		}
 	}
 }
@@ -94,14 +103,20 @@ func requireTools(t *testing.T, tools ...string) {
 // inheritable (which ambient requires) and the bounding set, no
 // supplementary groups and no_new_privs, as the systemd unit does.
 func setprivArgs(u unprivileged, caps []capability) []string {
-	set := "-all"
-	for _, c := range caps {
-		set += ",+" + c.setpriv
-	}
+	set := setprivCaps(caps)
 	return []string{
 		"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", "--no-new-privs",
 		"--inh-caps=" + set, "--ambient-caps=" + set, "--bounding-set=" + set,
 	}
+}
+
+// setprivCaps returns the setpriv capability list of exactly caps.
+func setprivCaps(caps []capability) string {
+	set := "-all"
+	for _, c := range caps {
+		set += ",+" + c.setpriv
+	}
+	return set
 }
 
 // sharedDir creates a directory that u can read and write, for the
@@ -252,6 +267,38 @@ func missingCapsIn(msg string) []string {
 	return strings.Split(m[1], ", ")
 }
 
+// checkCapabilityRefusal checks the output and exit error of a collector
+// run that must not start for lack of capabilities: a non-zero exit before
+// it was ready, with an xdpflow start-up error naming exactly missing as
+// the missing capabilities, and no program left on the receiver veth. It
+// returns the exit code and the error line.
+func checkCapabilityRefusal(t *testing.T, pair *netnstest.Pair, output string, err error, missing []string) (int, string) {
+	t.Helper()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("the collector exited with %v, want a failure naming %v as missing:\n%s", err, missing, output)
+	}
+	if strings.Contains(output, collectorReady) {
+		t.Errorf("the collector became ready")
+	}
+	var errLine string
+	for line := range strings.SplitSeq(output, "\n") {
+		if strings.HasPrefix(line, "Error: ") {
+			errLine = line
+		}
+	}
+	if !strings.Contains(errLine, "xdpflow receiver") {
+		t.Fatalf("no xdpflow start-up error in the output:\n%s", output)
+	}
+	if got := missingCapsIn(errLine); !slices.Equal(got, missing) {
+		t.Errorf("the error names %v as missing, want %v: %s", got, missing, errLine)
+	}
+	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
+		t.Errorf("XDP program %s left on %s", id, netnstest.ReceiverIface)
+	}
+	return exit.ExitCode(), errLine
+}
+
 // TestLeastPrivilege runs the collector as nobody with exactly CAP_BPF,
 // CAP_NET_ADMIN and CAP_PERFMON (ambient, inheritable, bounding set,
 // no_new_privs) in the receiver namespace, attached in native mode to the
@@ -399,30 +446,239 @@ func TestLeastPrivilegeEachCapabilityNeeded(t *testing.T) {
 			began := time.Now()
 			output, err := runToExit(t, pair.Receiver, 60*time.Second, "setpriv", args...)
 			took := time.Since(began)
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-				t.Fatalf("with %v the collector exited with %v, want a failure:\n%s", capNames(r.granted), err, output)
-			}
-			if strings.Contains(output, collectorReady) {
-				t.Errorf("the collector became ready with %v", capNames(r.granted))
-			}
-			var errLine string
-			for line := range strings.SplitSeq(output, "\n") {
-				if strings.HasPrefix(line, "Error: ") {
-					errLine = line
-				}
-			}
-			if !strings.Contains(errLine, "xdpflow receiver") {
-				t.Fatalf("no xdpflow start-up error in the output:\n%s", output)
-			}
-			if got := missingCapsIn(errLine); !slices.Equal(got, r.missing) {
-				t.Errorf("the error names %v as missing, want %v: %s", got, r.missing, errLine)
-			}
-			if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
-				t.Errorf("XDP program %s left on %s", id, netnstest.ReceiverIface)
-			}
-			summary = append(summary, fmt.Sprintf("%-22s exit %d after %v: %s", r.label+":", exit.ExitCode(), took.Round(time.Millisecond), errLine))
+			code, errLine := checkCapabilityRefusal(t, pair, output, err, r.missing)
+			summary = append(summary, fmt.Sprintf("%-22s exit %d after %v: %s", r.label+":", code, took.Round(time.Millisecond), errLine))
 		})
 	}
 	t.Logf("start-up errors:\n%s", strings.Join(summary, "\n"))
+}
+
+// fileCaps is the setcap argument docs/deploy.md gives the collector.
+const fileCaps = "cap_bpf,cap_net_admin,cap_perfmon+ep"
+
+// collectorWithFileCaps copies the collector into dir and gives the copy
+// the file capabilities fileCaps. dir must be on a file system with
+// security extended attributes and not mounted nosuid: the kernel ignores
+// file capabilities on nosuid mounts.
+func collectorWithFileCaps(t *testing.T, bin, dir string) string {
+	t.Helper()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Flags&unix.ST_NOSUID != 0 {
+		t.Fatalf("%s is on a nosuid mount, where the kernel ignores file capabilities: set TMPDIR to a directory on another file system", dir)
+	}
+	src, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	path := filepath.Join(dir, filepath.Base(bin))
+	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(dst, src)
+	if err := errors.Join(err, dst.Close()); err != nil {
+		t.Fatalf("copy %s to %s: %v", bin, path, err)
+	}
+	if out, err := exec.Command("setcap", fileCaps, path).CombinedOutput(); err != nil {
+		t.Fatalf("setcap %s %s: %v: %s(the file system must support security extended attributes)", fileCaps, path, err, out)
+	}
+	return path
+}
+
+// userShell is a user's shell: it prints its own credentials, with shell
+// builtins only so that they are the shell's and not a child's, then runs
+// its arguments in its place.
+const userShell = `while IFS= read -r l; do case $l in Uid:*|CapPrm:*|CapEff:*|CapAmb:*|NoNewPrivs:*) echo "shell $l";; esac; done </proc/$$/status; exec "$@"`
+
+// asShellOf returns setpriv arguments that start userShell as u, holding
+// exactly the capabilities held (ambient; none if held is empty), and
+// have it run argv. setpriv keeps root's capabilities in its own
+// permitted set when it changes the uid, but a program it then executes
+// as u without file capabilities holds only the ambient ones: the shell
+// has what a login shell of u has (with held, what pam_cap or systemd's
+// AmbientCapabilities would add).
+func asShellOf(u unprivileged, held []capability, argv ...string) []string {
+	set := setprivCaps(held)
+	args := []string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", "--inh-caps=" + set}
+	if len(held) > 0 {
+		args = append(args, "--ambient-caps="+set)
+	}
+	return slices.Concat(args, []string{"/bin/sh", "-c", userShell, "sh"}, argv)
+}
+
+// shellCredentials returns the fields userShell printed in output.
+func shellCredentials(output string) map[string]string {
+	out := map[string]string{}
+	for line := range strings.SplitSeq(output, "\n") {
+		if rest, ok := strings.CutPrefix(line, "shell "); ok {
+			if k, v, ok := strings.Cut(rest, ":"); ok {
+				out[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	return out
+}
+
+// fileCapsRun is one way of starting the collector with file capabilities.
+type fileCapsRun struct {
+	label string
+	// setpriv are the arguments of setpriv, run as root in the receiver
+	// namespace, before the collector's command line.
+	setpriv []string
+	// fromShell tells whether the collector is started from userShell,
+	// holding shellCaps, or directly by root's setpriv.
+	fromShell bool
+	shellCaps []capability
+	// granted are the capabilities the collector gets; with all three it
+	// runs, else it must refuse to start naming the others.
+	granted    []capability
+	noNewPrivs bool
+}
+
+// TestFileCapabilitiesNoNewPrivs gives a copy of the collector the file
+// capabilities of docs/deploy.md (setcap cap_bpf,cap_net_admin,
+// cap_perfmon+ep) and starts it as nobody in the receiver namespace in
+// four ways. Under no_new_privs execve intersects the permitted set the
+// file grants with the one the executing process already has, so file
+// capabilities count only as far as the caller already holds them:
+//
+//   - from a shell of nobody without capabilities, the collector gets the
+//     three capabilities, attaches and counts exactly;
+//   - from that shell through `setpriv --no-new-privs`, it gets none and
+//     fails to start, naming all three;
+//   - from a shell of nobody holding CAP_BPF, through
+//     `setpriv --no-new-privs`, it gets only CAP_BPF and fails, naming the
+//     other two;
+//   - started by root with `setpriv --reuid=nobody --no-new-privs`, it gets
+//     the three and runs: setpriv keeps all of root's capabilities in its
+//     permitted set across the uid change (PR_SET_KEEPCAPS), so the file
+//     grants it nothing it does not already hold.
+func TestFileCapabilitiesNoNewPrivs(t *testing.T) {
+	bin := requireCollector(t)
+	requireTools(t, "setpriv", "setcap")
+	u := nobody(t)
+	pair := netnstest.New(t)
+	dir := sharedDir(t, u)
+	copied := collectorWithFileCaps(t, bin, dir)
+
+	bpfOnly := requiredCaps[:1]
+	runs := []fileCapsRun{{
+		label:     "nobody's shell",
+		setpriv:   asShellOf(u, nil),
+		fromShell: true,
+		granted:   requiredCaps,
+	}, {
+		label:      "nobody's shell, setpriv --no-new-privs",
+		setpriv:    asShellOf(u, nil, "setpriv", "--no-new-privs"),
+		fromShell:  true,
+		noNewPrivs: true,
+	}, {
+		label:      "nobody's shell with CAP_BPF, setpriv --no-new-privs",
+		setpriv:    asShellOf(u, bpfOnly, "setpriv", "--no-new-privs"),
+		fromShell:  true,
+		shellCaps:  bpfOnly,
+		granted:    bpfOnly,
+		noNewPrivs: true,
+	}, {
+		label:      "root: setpriv --reuid=nobody --no-new-privs",
+		setpriv:    []string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups", "--no-new-privs"},
+		granted:    requiredCaps,
+		noNewPrivs: true,
+	}}
+	var summary []string
+	for i, r := range runs {
+		t.Run(r.label, func(t *testing.T) {
+			out := writeFileFor(t, u, dir, fmt.Sprintf("debug-%d.txt", i), "", 0o600)
+			cfg := writeFileFor(t, u, dir, fmt.Sprintf("config-%d.yaml", i), debugFileConfig(out), 0o600)
+			args := slices.Concat(r.setpriv, []string{copied, "--config", cfg})
+			var result, output string
+			if len(r.granted) == len(requiredCaps) {
+				result, output = runWithFileCaps(t, pair, u, r, copied, args, out, uint16(40200+i))
+			} else {
+				o, err := runToExit(t, pair.Receiver, 60*time.Second, "setpriv", args...)
+				missing := slices.DeleteFunc(capNames(requiredCaps), func(name string) bool {
+					return slices.Contains(capNames(r.granted), name)
+				})
+				_, errLine := checkCapabilityRefusal(t, pair, o, err, missing)
+				result, output = "refused: "+errLine, o
+			}
+			caller := "root's setpriv"
+			if r.fromShell {
+				sh := shellCredentials(output)
+				want := fmt.Sprintf("%016x", capMask(r.shellCaps))
+				if sh["CapPrm"] != want || sh["CapEff"] != want || sh["NoNewPrivs"] != "0" {
+					t.Errorf("the shell had CapPrm %q CapEff %q NoNewPrivs %q, want %s, %s and 0:\n%s",
+						sh["CapPrm"], sh["CapEff"], sh["NoNewPrivs"], want, want, output)
+				}
+				caller = "shell: CapPrm " + sh["CapPrm"]
+			}
+			summary = append(summary, fmt.Sprintf("%s (%s):\n    %s", r.label, caller, result))
+		})
+	}
+	t.Logf("%s with file capabilities %s:\n%s", copied, fileCaps, strings.Join(summary, "\n"))
+}
+
+// runWithFileCaps starts the collector as r says, with setpriv args, and
+// checks that it attaches and that every thread runs as u with exactly the
+// three capabilities permitted and effective, none ambient, and r's
+// no_new_privs; that UDP from sport is counted exactly; and that SIGTERM
+// shuts it down and detaches the program. It returns a summary and the
+// process's output.
+func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileCapsRun, bin string, args []string, out string, sport uint16) (string, string) {
+	t.Helper()
+	p := startProcess(t, "collector ("+r.label+")", pair.Receiver, "setpriv", args...)
+	p.waitOutput(t, collectorReady, readyTimeout)
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid())); err != nil || exe != bin {
+		t.Fatalf("pid %d runs %q (%v), want the collector %s", p.pid(), exe, err, bin)
+	}
+	progID := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface)
+	if progID == "" {
+		t.Fatalf("no XDP program on %s", netnstest.ReceiverIface)
+	}
+	want := fmt.Sprintf("%016x", capMask(r.granted))
+	nnp := map[bool]string{false: "0", true: "1"}[r.noNewPrivs]
+	ids := strings.Repeat(strconv.Itoa(u.uid)+" ", 4)
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", p.pid()))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of pid %d: %v", p.pid(), err)
+	}
+	st, err := procStatus(fmt.Sprintf("/proc/%d/status", p.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range tasks {
+		s, err := procStatus(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a thread that exited
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s["CapPrm"] != want || s["CapEff"] != want || s["CapAmb"] != fmt.Sprintf("%016x", 0) || s["NoNewPrivs"] != nnp {
+			t.Errorf("%s: CapPrm %s CapEff %s CapAmb %s NoNewPrivs %s, want %s, %s, none and %s",
+				path, s["CapPrm"], s["CapEff"], s["CapAmb"], s["NoNewPrivs"], want, want, nnp)
+		}
+		if strings.Join(strings.Fields(s["Uid"]), " ")+" " != ids {
+			t.Errorf("%s: Uid %q, want %d four times", path, s["Uid"], u.uid)
+		}
+	}
+
+	c := conn{Transport: "udp", Src: netnstest.SenderIPv4, SrcPort: sport, DstPort: port}
+	sent := map[conn]counts{c: sendUDP(t, pair, netnstest.SenderIPv4, sport, netnstest.ReceiverIPv4, port, netnstest.UDPSizes(100, netnstest.MaxUDPPayload(netnstest.SenderIPv4)))}
+	fm := waitFlows(t, func() (flowMetrics, error) { return readDebugFile(out) }, sent, valuesTimeout)
+	if err := p.stop(); err != nil {
+		t.Errorf("collector: %v", err)
+	}
+	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
+		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
+	}
+	if got := fm.flows[c]; got != sent[c] || len(fm.flows) != 1 {
+		t.Errorf("exported %v, the sender sent %s for %s", fm.flows, sent[c], c)
+	}
+	return fmt.Sprintf("collector CapPrm %s CapEff %s CapAmb %s NoNewPrivs %s, %d threads; program %s attached; %s: sent %s, exported %s",
+		st["CapPrm"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"], len(tasks), progID, c, sent[c], fm.flows[c]), p.output.String()
 }

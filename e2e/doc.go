@@ -14,7 +14,7 @@
 // commands: ip (iproute2; processes start in a namespace through `ip netns exec`), tcpdump
 // (the independent witness of the traffic) and, for the remote-write test, Debian's
 // prometheus package; the least-privilege and exposure tests also use util-linux's setpriv
-// and unshare, and ss.
+// and unshare, ss, and libcap2-bin's setcap.
 //
 // Every process a test starts (collectors, Prometheus, tcpdump) is stopped
 // by its PID when the test ends, and is killed by the kernel if the test
