@@ -95,11 +95,12 @@ func (d *Datapath) Follow(match func(name string) bool, mode AttachMode, report 
 
 // subscribeLinks subscribes to link changes in ns, listing the existing
 // links first, until stop is closed.
-func subscribeLinks(ns netns.NsHandle, stop chan struct{}) (chan netlink.LinkUpdate, error) {
-	updates := make(chan netlink.LinkUpdate, 256)
-	err := netlink.LinkSubscribeWithOptions(updates, stop, netlink.LinkSubscribeOptions{
-		Namespace:    &ns,
-		ListExisting: true,
+func subscribeLinks(ns netns.NsHandle, stop chan struct{}) (updates chan netlink.LinkUpdate, err error) {
+	updates = make(chan netlink.LinkUpdate, 256)
+	err = inNamespace(ns, func() error {
+		// No Namespace option: netlink would enter it even when it is the
+		// current one, which needs CAP_SYS_ADMIN.
+		return netlink.LinkSubscribeWithOptions(updates, stop, netlink.LinkSubscribeOptions{ListExisting: true})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("follow interfaces: subscribe to link changes: %w", err)
@@ -193,15 +194,26 @@ func (d *Datapath) stopFollowing() {
 	<-f.done
 }
 
-// inNamespace runs fn on a thread switched into ns: XDP attaches by
-// ifindex in the calling thread's namespace. The thread is never switched
-// back; it exits with its goroutine.
+// inNamespace runs fn on a thread in ns: XDP attaches by ifindex in the
+// calling thread's namespace. It enters ns only when the thread is in
+// another one (tests), since entering one needs CAP_SYS_ADMIN, which the
+// collector does not have; such a thread is never switched back, and
+// exits with its goroutine.
 func inNamespace(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter the network namespace to attach: %w", err)
+		cur, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("open this thread's network namespace: %w", err)
+			return
+		}
+		same := cur.Equal(ns)
+		cur.Close()
+		if same {
+			defer runtime.UnlockOSThread()
+		} else if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter the network namespace of the interfaces: %w", err)
 			return
 		}
 		errc <- fn()
