@@ -4,17 +4,22 @@
 // (internal/netnstest), real UDP and TCP traffic crosses the veth pair, and
 // the counts that reach a second collector (over OTLP) or Prometheus (over
 // remote write) are compared with a tcpdump capture of the same traffic and
-// with the sender's own counts.
+// with the sender's own counts. TestBackendDownBoundsMemory watches the
+// collector's memory through a one-minute backend outage with 20,000
+// connections, then checks that a backend in the test receives every count.
 //
 // Run them with `sudo make e2e`, which builds the collector and passes its
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,
 // when XDPFLOW_COLLECTOR is unset (so `make test` does not run them twice)
 // or when the binary does not exist. With XDPFLOW_E2E_OUTPUT=1 they log the
-// output of every process they start, even when they pass. Unlike `make test`, they need
-// commands: ip (iproute2; processes start in a namespace through `ip netns exec`), tcpdump
-// (the independent witness of the traffic) and, for the remote-write test, Debian's
-// prometheus package; the least-privilege and exposure tests also use util-linux's setpriv
-// and unshare, ss, and libcap2-bin's setcap.
+// output of every process they start, even when they pass; with
+// XDPFLOW_E2E_QUEUE_MEASUREMENT=1 TestBackendDownDefaultQueueMemory also
+// measures a backend outage with the exporter's default sending queue.
+// Unlike `make test`, they need commands: ip (iproute2; processes start in a
+// namespace through `ip netns exec`), tcpdump (the independent witness of
+// the traffic) and, for the remote-write test, Debian's prometheus package;
+// the least-privilege and exposure tests also use util-linux's setpriv and
+// unshare, ss, and libcap2-bin's setcap.
 //
 // Every process a test starts (collectors, Prometheus, tcpdump) is stopped
 // by its PID when the test ends, and is killed by the kernel if the test
