@@ -275,13 +275,15 @@ func cycleFrame(i, stride int) []byte {
 }
 
 // Frames of the benchmarks: 64 bytes, except IPv6 (74, the smallest TCP
-// frame), to port 8080 unless said otherwise.
+// frame) and benchFrameFull (1514, a full 1500-byte MTU), to port 8080
+// unless said otherwise.
 func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
 func benchFrameV6() []byte { return tcp6Frame("2001:db8:100::1", 40000, 8080, 0) }
 func benchFrameVLAN() []byte {
 	return ether(etherTypeIPv4, ipv4{src: addr("198.51.100.2"), dst: addr(dstV4), proto: protoTCP}.packet(l4(protoTCP, 40000, 8080, 6)), vlan{etherTypeVLAN, 100})
 }
 func benchFrameOther() []byte    { return tcp4Frame("198.51.100.1", 40000, 9090, 10) }
+func benchFrameFull() []byte     { return tcp4Frame("198.51.100.1", 40000, 8080, 1460) }
 func benchFrameInsert() []byte   { return tcp4Frame("172.16.0.0", 40000, 8080, 10) }
 func benchFrameOverflow() []byte { return tcp4Frame("198.51.100.9", 40000, 8080, 10) }
 
@@ -491,6 +493,8 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "floor-lock", what: "parse + lookup + spin lock + 2 adds", run: bench(floor.LookupLock, benchFrameV4())},
 		{name: "floor-lock-clock", what: "parse + lookup + lock + 2 adds + coarse clock", run: bench(floor.LookupLockClock, benchFrameV4())},
 		{name: "floor-small-key", what: "parse + hash lookup of a 12-byte IPv4 key", run: bench(floor.SmallLookup, benchFrameV4())},
+		{name: "csum-64", what: "parse + checksum sum of a 64-byte frame (floor.c)", run: bench(floor.Csum, benchFrameV4())},
+		{name: "csum-1514", what: "parse + checksum sum of a 1514-byte frame", run: bench(floor.Csum, benchFrameFull())},
 		{name: "stepper", what: "key stepper into the empty program (subtracted from inserts)", run: func() (float64, error) {
 			return step.run(empty, benchFrameInsert(), inserts)
 		}},
