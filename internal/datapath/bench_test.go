@@ -44,6 +44,7 @@ var (
 	benchInsert   = flag.Int("xdpflow.inserts", 32768, "new connections per insert round (into a fresh table of 65536)")
 	benchVeth     = flag.Duration("xdpflow.veth", 1500*time.Millisecond, "duration of one BenchmarkVethThroughput case")
 	benchVethN    = flag.Int("xdpflow.vethrounds", 5, "rounds of BenchmarkVethThroughput")
+	benchCompare  = flag.String("xdpflow.compare", "", "another build of xdpflow_bpfel.o whose parse and hit path BenchmarkPacketCost measures too, interleaved with ours")
 )
 
 // benchTableSize is the flow table of every benchmark: the default
@@ -339,6 +340,23 @@ func datapathFor(b *testing.B, opts Options) *Datapath {
 	return d
 }
 
+// datapathFromObject loads a datapath with opts from the bpf2go object at
+// path instead of the embedded one (e.g. an older build, from
+// `git show REV:internal/datapath/xdpflow_bpfel.o`), to compare two builds
+// in one process: figures of separate runs differ by more than a change
+// of a few instructions. It must have the same maps and variables.
+func datapathFromObject(b *testing.B, path string, opts Options) *Datapath {
+	b.Helper()
+	object, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatalf("read the program to compare: %v", err)
+	}
+	embedded := _XdpflowBytes
+	_XdpflowBytes = object
+	defer func() { _XdpflowBytes = embedded }()
+	return datapathFor(b, opts)
+}
+
 // drain reads rd until it is closed; the returned function closes it and
 // waits.
 func drain(rd *ringbuf.Reader) (stop func()) {
@@ -498,6 +516,20 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "stepper", what: "key stepper into the empty program (subtracted from inserts)", run: func() (float64, error) {
 			return step.run(empty, benchFrameInsert(), inserts)
 		}},
+	}
+	if *benchCompare != "" {
+		cmp := datapathFromObject(b, *benchCompare, benchOptions())
+		step.fill(b, cmp.Program())
+		for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
+			runFrame(b, cmp, f)
+		}
+		what := "the same, program of " + *benchCompare
+		cases = append(cases,
+			&benchCase{name: "other-port-cmp", what: what, run: bench(cmp.Program(), benchFrameOther())},
+			&benchCase{name: "hit-ipv4-cmp", what: what, run: bench(cmp.Program(), benchFrameV4())},
+			&benchCase{name: "hit-ipv6-cmp", what: what, run: bench(cmp.Program(), benchFrameV6())},
+			&benchCase{name: "hit-vlan-cmp", what: what, run: bench(cmp.Program(), benchFrameVLAN())},
+		)
 	}
 	start := time.Now()
 	runRounds(b, *benchRounds, cases)
