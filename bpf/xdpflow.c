@@ -28,7 +28,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
+#define IP_MF_ 0x2000
 #define IP_OFFSET_MASK 0x1fff
+#define IP6_MF_ 0x0001
 #define IP6_OFFSET_MASK 0xfff8
 /* IPv6 extension headers walked before giving up (not counted). */
 #define MAX_IPV6_EXT_HEADERS 8
@@ -112,26 +114,57 @@ static __always_inline int proto_counted(__u8 proto)
  * both ports 0, whatever the port filter, so its bytes are not lost. */
 #define PARSED_FRAGMENT 1
 
+/* Length checks. A packet is counted only if the kernel's receive path
+ * would keep it on length grounds (ip_rcv, ipv6_rcv, tcp_v4_rcv,
+ * __udp4_lib_rcv, __udp6_lib_rcv). ip_end is the end of the IP packet as
+ * its header states it, never past data_end: bytes after it are link-layer
+ * padding (a minimum Ethernet frame carrying a short packet), counted in
+ * the frame's bytes but not parsed, and every header the program parses
+ * must end by ip_end. Checksums, addresses and sockets are not checked
+ * (docs/guarantees.md says why). */
+
+/* The transport payload is whole (not a fragment, or an IPv6 atomic
+ * fragment), or this is a first fragment: the transport header is here,
+ * but the UDP length counts the whole datagram. */
+#define WHOLE 1
+#define FIRST_FRAGMENT 0
+
 /* parse_ports reads the ports of a TCP or UDP header at l4 into key.
- * Returns PARSED_PORTS when the whole fixed header is present. */
-static __always_inline int parse_ports(void *l4, void *data_end, struct flow_key *key)
+ * Returns PARSED_PORTS when the header is valid and ends by ip_end: TCP
+ * with a data offset of at least 5 words and its options within this
+ * packet (a first fragment must hold the whole TCP header); UDP with a
+ * length of at least 8 that, for a whole packet, ends by ip_end. An IPv6
+ * UDP length of 0 means "the rest of the payload": the kernel reads it so
+ * (the RFC 2675 jumbogram rule, applied at any size). */
+static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, struct flow_key *key, int whole)
 {
 	if (key->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > data_end)
+			return -1;
+		if (th->doff < 5 || l4 + th->doff * 4 > ip_end)
 			return -1;
 		key->sport = bpf_ntohs(th->source);
 		key->dport = bpf_ntohs(th->dest);
 		return PARSED_PORTS;
 	}
 	struct udphdr *uh = l4;
-	if ((void *)(uh + 1) > data_end)
+	if ((void *)(uh + 1) > data_end || (void *)(uh + 1) > ip_end)
 		return -1;
+	__u32 ulen = bpf_ntohs(uh->len);
+	if (ulen < sizeof(*uh)) {
+		if (ulen != 0 || key->family != XDPFLOW_FAMILY_IPV6)
+			return -1;
+	} else if (whole && l4 + ulen > ip_end) {
+		return -1;
+	}
 	key->sport = bpf_ntohs(uh->source);
 	key->dport = bpf_ntohs(uh->dest);
 	return PARSED_PORTS;
 }
 
+/* parse_ipv4 checks what ip_rcv checks of the header's lengths: IHL at
+ * least 5, a total length of at least the header, within the frame. */
 static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key *key)
 {
 	struct iphdr *iph = l3;
@@ -140,7 +173,9 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key 
 	if (iph->version != 4 || iph->ihl < 5)
 		return -1;
 	__u32 hdr_len = iph->ihl * 4;
-	if (l3 + hdr_len > data_end)
+	__u32 tot_len = bpf_ntohs(iph->tot_len);
+	void *ip_end = l3 + tot_len;
+	if (tot_len < hdr_len || ip_end > data_end)
 		return -1;
 	key->proto = iph->protocol;
 	if (!proto_counted(key->proto))
@@ -149,11 +184,17 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key 
 	key->saddr[10] = 0xff;
 	key->saddr[11] = 0xff;
 	__builtin_memcpy(&key->saddr[12], &iph->saddr, 4);
-	if (bpf_ntohs(iph->frag_off) & IP_OFFSET_MASK)
+	__u16 frag = bpf_ntohs(iph->frag_off);
+	if (frag & IP_OFFSET_MASK)
 		return PARSED_FRAGMENT;
-	return parse_ports(l3 + hdr_len, data_end, key);
+	return parse_ports(l3 + hdr_len, ip_end, data_end, key, frag & IP_MF_ ? FIRST_FRAGMENT : WHOLE);
 }
 
+/* parse_ipv6 checks what ipv6_rcv checks of the payload length: the
+ * packet ends within the frame. A payload length of 0 announces a
+ * jumbogram (RFC 2675: above 65535 bytes, its length in a hop-by-hop
+ * option), which no standard frame holds: it is not counted, as nothing
+ * the program parses ends within a payload of 0 bytes. */
 static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key *key)
 {
 	struct ipv6hdr *ip6h = l3;
@@ -161,11 +202,15 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 		return -1;
 	if (ip6h->version != 6)
 		return -1;
+	void *ip_end = (void *)(ip6h + 1) + bpf_ntohs(ip6h->payload_len);
+	if (ip_end > data_end)
+		return -1;
 	__builtin_memcpy(key->saddr, &ip6h->saddr, 16);
 	key->family = XDPFLOW_FAMILY_IPV6;
 
 	void *cursor = ip6h + 1;
 	__u8 nexthdr = ip6h->nexthdr;
+	int whole = WHOLE;
 #pragma unroll
 	/* One more pass than extension headers: the last finds the transport. */
 	for (int i = 0; i < MAX_IPV6_EXT_HEADERS + 1; i++) {
@@ -175,7 +220,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 			key->proto = nexthdr;
 			if (!proto_counted(nexthdr))
 				return -1;
-			return parse_ports(cursor, data_end, key);
+			return parse_ports(cursor, ip_end, data_end, key, whole);
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS: {
@@ -205,12 +250,15 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 				return -1;
 			nexthdr = fh->nexthdr;
 			cursor = fh + 1;
-			if (bpf_ntohs(fh->frag_off) & IP6_OFFSET_MASK) {
+			__u16 frag = bpf_ntohs(fh->frag_off);
+			if (frag & IP6_OFFSET_MASK) {
 				key->proto = nexthdr;
-				if (!proto_counted(nexthdr))
+				if (!proto_counted(nexthdr) || cursor > ip_end)
 					return -1;
 				return PARSED_FRAGMENT;
 			}
+			if (frag & IP6_MF_)
+				whole = FIRST_FRAGMENT;
 			break;
 		}
 		default:

@@ -44,6 +44,7 @@ var (
 	benchInsert   = flag.Int("xdpflow.inserts", 32768, "new connections per insert round (into a fresh table of 65536)")
 	benchVeth     = flag.Duration("xdpflow.veth", 1500*time.Millisecond, "duration of one BenchmarkVethThroughput case")
 	benchVethN    = flag.Int("xdpflow.vethrounds", 5, "rounds of BenchmarkVethThroughput")
+	benchCompare  = flag.String("xdpflow.compare", "", "another build of xdpflow_bpfel.o whose parse and hit path BenchmarkPacketCost measures too, interleaved with ours")
 )
 
 // benchTableSize is the flow table of every benchmark: the default
@@ -275,13 +276,15 @@ func cycleFrame(i, stride int) []byte {
 }
 
 // Frames of the benchmarks: 64 bytes, except IPv6 (74, the smallest TCP
-// frame), to port 8080 unless said otherwise.
+// frame) and benchFrameFull (1514, a full 1500-byte MTU), to port 8080
+// unless said otherwise.
 func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
 func benchFrameV6() []byte { return tcp6Frame("2001:db8:100::1", 40000, 8080, 0) }
 func benchFrameVLAN() []byte {
 	return ether(etherTypeIPv4, ipv4{src: addr("198.51.100.2"), dst: addr(dstV4), proto: protoTCP}.packet(l4(protoTCP, 40000, 8080, 6)), vlan{etherTypeVLAN, 100})
 }
 func benchFrameOther() []byte    { return tcp4Frame("198.51.100.1", 40000, 9090, 10) }
+func benchFrameFull() []byte     { return tcp4Frame("198.51.100.1", 40000, 8080, 1460) }
 func benchFrameInsert() []byte   { return tcp4Frame("172.16.0.0", 40000, 8080, 10) }
 func benchFrameOverflow() []byte { return tcp4Frame("198.51.100.9", 40000, 8080, 10) }
 
@@ -335,6 +338,23 @@ func datapathFor(b *testing.B, opts Options) *Datapath {
 	}
 	b.Cleanup(func() { d.Close() })
 	return d
+}
+
+// datapathFromObject loads a datapath with opts from the bpf2go object at
+// path instead of the embedded one (e.g. an older build, from
+// `git show REV:internal/datapath/xdpflow_bpfel.o`), to compare two builds
+// in one process: figures of separate runs differ by more than a change
+// of a few instructions. It must have the same maps and variables.
+func datapathFromObject(b *testing.B, path string, opts Options) *Datapath {
+	b.Helper()
+	object, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatalf("read the program to compare: %v", err)
+	}
+	embedded := _XdpflowBytes
+	_XdpflowBytes = object
+	defer func() { _XdpflowBytes = embedded }()
+	return datapathFor(b, opts)
 }
 
 // drain reads rd until it is closed; the returned function closes it and
@@ -491,9 +511,25 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "floor-lock", what: "parse + lookup + spin lock + 2 adds", run: bench(floor.LookupLock, benchFrameV4())},
 		{name: "floor-lock-clock", what: "parse + lookup + lock + 2 adds + coarse clock", run: bench(floor.LookupLockClock, benchFrameV4())},
 		{name: "floor-small-key", what: "parse + hash lookup of a 12-byte IPv4 key", run: bench(floor.SmallLookup, benchFrameV4())},
+		{name: "csum-64", what: "parse + checksum sum of a 64-byte frame (floor.c)", run: bench(floor.Csum, benchFrameV4())},
+		{name: "csum-1514", what: "parse + checksum sum of a 1514-byte frame", run: bench(floor.Csum, benchFrameFull())},
 		{name: "stepper", what: "key stepper into the empty program (subtracted from inserts)", run: func() (float64, error) {
 			return step.run(empty, benchFrameInsert(), inserts)
 		}},
+	}
+	if *benchCompare != "" {
+		cmp := datapathFromObject(b, *benchCompare, benchOptions())
+		step.fill(b, cmp.Program())
+		for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
+			runFrame(b, cmp, f)
+		}
+		what := "the same, program of " + *benchCompare
+		cases = append(cases,
+			&benchCase{name: "other-port-cmp", what: what, run: bench(cmp.Program(), benchFrameOther())},
+			&benchCase{name: "hit-ipv4-cmp", what: what, run: bench(cmp.Program(), benchFrameV4())},
+			&benchCase{name: "hit-ipv6-cmp", what: what, run: bench(cmp.Program(), benchFrameV6())},
+			&benchCase{name: "hit-vlan-cmp", what: what, run: bench(cmp.Program(), benchFrameVLAN())},
+		)
 	}
 	start := time.Now()
 	runRounds(b, *benchRounds, cases)

@@ -117,22 +117,9 @@ func fuzzSeeds() [][]byte {
 		seeds = append(seeds, tc.frame)
 	}
 	// The frames of TestRunTruncatedFrames, with every prefix.
-	q := vlan{etherTypeVLAN, 7}
-	ad := vlan{etherTypeQinQ, 8}
-	for _, frame := range [][]byte{
-		frame4(ipv4{proto: protoTCP}, sport, dport),
-		frame4(ipv4{proto: protoUDP}, sport, dport),
-		frame4(ipv4{proto: protoTCP, optWords: 10}, sport, dport),
-		frame4(ipv4{proto: protoTCP}, sport, dport, q),
-		frame4(ipv4{proto: protoUDP}, sport, dport, ad, q),
-		ether(etherTypeIPv4, ipv4{src: addr(src4), dst: addr(dstV4), proto: protoTCP, fragOffset: 3}.packet(make([]byte, 32))),
-		frame6(protoTCP, sport, dport),
-		frame6(protoUDP, sport, dport, optsExt(protoHopByHop, 0), optsExt(protoDstOpts, 1)),
-		frame6(protoTCP, sport, dport, optsExt(protoHopByHop, 1), optsExt(protoRouting, 0), ahExt(4), fragExt(0, true)),
-		ether(etherTypeIPv6, ipv6{src: addr(src6), dst: addr(dstV6), ext: []ipv6Ext{optsExt(protoHopByHop, 0), fragExt(9, false)}, proto: protoUDP}.packet(make([]byte, 32))),
-	} {
-		for n := 0; n <= len(frame); n++ {
-			seeds = append(seeds, frame[:n])
+	for _, tc := range truncationCases() {
+		for n := 0; n <= len(tc.frame); n++ {
+			seeds = append(seeds, tc.frame[:n])
 		}
 	}
 	// A few more: a full-size frame, the first bytes that are not a
@@ -162,21 +149,30 @@ func fuzzSeeds() [][]byte {
 //
 //   - Ethernet II, then at most two VLAN tags (TPID 0x8100 or 0x88a8,
 //     in any order); a third tag is not parsed, so the frame is not IP.
-//   - IPv4: version 4, IHL at least 5, the whole header (options too) in
-//     the frame; TCP or UDP. A non-first fragment (offset not 0) is
-//     counted with ports 0/0. Otherwise the fixed transport header must
-//     follow the IP header: 20 bytes for TCP, 8 for UDP.
-//   - IPv6: version 6, the 40-byte header, then at most 8 extension
-//     headers (hop-by-hop, routing, destination options: (len+1)*8
-//     bytes; AH: (len+2)*4 bytes; fragment: 8 bytes), each whole in the
-//     frame, before TCP or UDP. A fragment header with a non-zero offset
-//     ends the walk: the fragment is counted with ports 0/0 if its next
-//     header is TCP or UDP.
+//   - IPv4: version 4, IHL at least 5, a total length of at least the
+//     header (options too) and at most the bytes after the L2 header;
+//     TCP or UDP. A non-first fragment (offset not 0) is counted with
+//     ports 0/0. Otherwise the transport header follows the IP header.
+//   - IPv6: version 6, the 40-byte header, a payload length that fits in
+//     the bytes after it, then at most 8 extension headers (hop-by-hop,
+//     routing, destination options: (len+1)*8 bytes; AH: (len+2)*4
+//     bytes; fragment: 8 bytes), each whole in the payload, before TCP or
+//     UDP. A fragment header with a non-zero offset ends the walk: the
+//     fragment is counted with ports 0/0 if its next header is TCP or
+//     UDP. A payload length of 0 (a jumbogram) leaves room for nothing.
+//   - TCP: the data offset is at least 5 words and the header, options
+//     too, is in the IP packet (a first fragment included).
+//   - UDP: the 8-byte header is in the IP packet; the length is at least
+//     8 and, unless the packet is a first fragment (IPv4 MF, or an IPv6
+//     fragment header with M set, at offset 0), at most the bytes from
+//     the UDP header to the end of the IP packet. IPv6 also takes a
+//     length of 0 (the rest of the payload, as the kernel reads it).
+//   - Bytes after the end of the IP packet (Ethernet padding) are
+//     ignored by the parse and counted in the frame's bytes.
 //   - The source address is stored IPv4-mapped for IPv4; ports are in
 //     host order; the family is 4 or 6.
 //
-// Length fields inside the headers (IPv4 total length, IPv6 payload
-// length, UDP length) are not checked: the frame as received is counted.
+// Checksums are not checked.
 func refParse(frame []byte) (FlowKey, bool) {
 	const (
 		ethLen        = 14
@@ -210,9 +206,11 @@ func refParse(frame []byte) (FlowKey, bool) {
 			return FlowKey{}, false
 		}
 		ihl := int(l3[0] & 0x0f)
-		if ihl < 5 || len(l3) < 4*ihl {
+		totalLen := int(l3[2])<<8 | int(l3[3])
+		if ihl < 5 || totalLen < 4*ihl || totalLen > len(l3) {
 			return FlowKey{}, false
 		}
+		packet := l3[:totalLen]
 		proto := l3[9]
 		if proto != 6 && proto != 17 {
 			return FlowKey{}, false
@@ -220,25 +218,31 @@ func refParse(frame []byte) (FlowKey, bool) {
 		k.Family = FamilyIPv4
 		k.Proto = Protocol(proto)
 		k.SrcAddr = netip.AddrFrom4([4]byte(l3[12:16])).As16()
-		fragOffset := (uint16(l3[6])<<8 | uint16(l3[7])) & 0x1fff
-		if fragOffset != 0 {
+		flags := uint16(l3[6])<<8 | uint16(l3[7])
+		if flags&0x1fff != 0 {
 			return k, true
 		}
-		return refPorts(k, l3[4*ihl:])
+		firstFragment := flags&0x2000 != 0
+		return refPorts(k, packet[4*ihl:], firstFragment)
 	case etherIPv6:
 		if len(l3) < 40 || l3[0]>>4 != 6 {
+			return FlowKey{}, false
+		}
+		payloadLen := int(l3[4])<<8 | int(l3[5])
+		if 40+payloadLen > len(l3) {
 			return FlowKey{}, false
 		}
 		k.Family = FamilyIPv6
 		k.SrcAddr = [16]byte(l3[8:24])
 		next := l3[6]
-		rest := l3[40:]
+		rest := l3[40 : 40+payloadLen]
+		firstFragment := false
 		for range maxExtHeaders + 1 {
 			var hdrLen int
 			switch next {
 			case 6, 17:
 				k.Proto = Protocol(next)
-				return refPorts(k, rest)
+				return refPorts(k, rest, firstFragment)
 			case 0, 43, 60: // hop-by-hop, routing, destination options
 				if len(rest) < 2 {
 					return FlowKey{}, false
@@ -254,13 +258,15 @@ func refParse(frame []byte) (FlowKey, bool) {
 				if len(rest) < hdrLen {
 					return FlowKey{}, false
 				}
-				if offset := (uint16(rest[2])<<8 | uint16(rest[3])) >> 3; offset != 0 {
+				fragOff := uint16(rest[2])<<8 | uint16(rest[3])
+				if fragOff>>3 != 0 {
 					if rest[0] != 6 && rest[0] != 17 {
 						return FlowKey{}, false
 					}
 					k.Proto = Protocol(rest[0])
 					return k, true
 				}
+				firstFragment = fragOff&1 != 0
 			default:
 				return FlowKey{}, false
 			}
@@ -276,14 +282,30 @@ func refParse(frame []byte) (FlowKey, bool) {
 }
 
 // refPorts completes k with the ports of the TCP or UDP header at the
-// start of l4, which must be whole.
-func refPorts(k FlowKey, l4 []byte) (FlowKey, bool) {
-	need := 8
-	if k.Proto == TCP {
-		need = 20
-	}
-	if len(l4) < need {
-		return FlowKey{}, false
+// start of l4, the rest of the IP packet, if the header is valid.
+func refPorts(k FlowKey, l4 []byte, firstFragment bool) (FlowKey, bool) {
+	switch {
+	case k.Proto == TCP:
+		if len(l4) < 20 {
+			return FlowKey{}, false
+		}
+		dataOffset := int(l4[12] >> 4)
+		if dataOffset < 5 || 4*dataOffset > len(l4) {
+			return FlowKey{}, false
+		}
+	default: // UDP
+		if len(l4) < 8 {
+			return FlowKey{}, false
+		}
+		length := int(l4[4])<<8 | int(l4[5])
+		switch {
+		case length == 0 && k.Family == FamilyIPv6:
+			// The rest of the payload.
+		case length < 8:
+			return FlowKey{}, false
+		case !firstFragment && length > len(l4):
+			return FlowKey{}, false
+		}
 	}
 	k.SrcPort = uint16(l4[0])<<8 | uint16(l4[1])
 	k.DstPort = uint16(l4[2])<<8 | uint16(l4[3])

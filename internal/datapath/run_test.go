@@ -180,6 +180,7 @@ func runCases() []runCase {
 		{"arp", optsAll, ether(etherTypeARP, arp(addr(src4), addr(dstV4))), nil},
 		{"vlan arp", optsAll, ether(etherTypeARP, arp(addr(src4), addr(dstV4)), q), nil},
 	}
+	cases = append(cases, lengthCases()...)
 	for words := 1; words <= 10; words++ {
 		proto := []uint8{protoTCP, protoUDP}[words%2]
 		cases = append(cases, runCase{

@@ -70,6 +70,7 @@ const (
 	floorMapFlows                 = "flows"
 	floorMapSmallFlows            = "small_flows"
 	floorMapStats                 = "stats"
+	floorProgFloorCsum            = "floor_csum"
 	floorProgFloorLookup          = "floor_lookup"
 	floorProgFloorLookupAtomic    = "floor_lookup_atomic"
 	floorProgFloorLookupLock      = "floor_lookup_lock"
@@ -80,6 +81,7 @@ const (
 	floorVarAllPorts              = "all_ports"
 	floorVarCountTcp              = "count_tcp"
 	floorVarCountUdp              = "count_udp"
+	floorVarCsumValid             = "csum_valid"
 	floorVarEvictions             = "evictions"
 	floorVarFullMark              = "full_mark"
 	floorVarNewConnections        = "new_connections"
@@ -132,6 +134,7 @@ type floorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorProgramSpecs struct {
+	FloorCsum            *ebpf.ProgramSpec `ebpf:"floor_csum"`
 	FloorLookup          *ebpf.ProgramSpec `ebpf:"floor_lookup"`
 	FloorLookupAtomic    *ebpf.ProgramSpec `ebpf:"floor_lookup_atomic"`
 	FloorLookupLock      *ebpf.ProgramSpec `ebpf:"floor_lookup_lock"`
@@ -158,6 +161,7 @@ type floorVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
 	CountTcp           *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp           *ebpf.VariableSpec `ebpf:"count_udp"`
+	CsumValid          *ebpf.VariableSpec `ebpf:"csum_valid"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
@@ -210,6 +214,7 @@ type floorVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
 	CountTcp           *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp           *ebpf.Variable `ebpf:"count_udp"`
+	CsumValid          *ebpf.Variable `ebpf:"csum_valid"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
@@ -224,6 +229,7 @@ type floorVariables struct {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorPrograms struct {
+	FloorCsum            *ebpf.Program `ebpf:"floor_csum"`
 	FloorLookup          *ebpf.Program `ebpf:"floor_lookup"`
 	FloorLookupAtomic    *ebpf.Program `ebpf:"floor_lookup_atomic"`
 	FloorLookupLock      *ebpf.Program `ebpf:"floor_lookup_lock"`
@@ -235,6 +241,7 @@ type floorPrograms struct {
 
 func (p *floorPrograms) Close() error {
 	return _FloorClose(
+		p.FloorCsum,
 		p.FloorLookup,
 		p.FloorLookupAtomic,
 		p.FloorLookupLock,

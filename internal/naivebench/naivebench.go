@@ -116,6 +116,10 @@ type Floor struct {
 	// SmallLookup parses and looks up a 12-byte IPv4-only key in a table
 	// of its own, filled with PutSmall.
 	SmallLookup *ebpf.Program
+	// Csum parses and sums the frame after its Ethernet header as a
+	// TCP/UDP checksum check would, storing nothing: run it on frames of
+	// several sizes for the cost of checking checksums per byte.
+	Csum *ebpf.Program
 
 	objs floorObjects
 }
@@ -128,8 +132,8 @@ func LoadFloor() (*Floor, error) {
 		return nil, fmt.Errorf("load floor programs: %w", err)
 	}
 	p := &f.objs.floorPrograms
-	f.Xdpflow, f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup =
-		p.Xdpflow, p.FloorLookup, p.FloorLookupAtomic, p.FloorLookupLock, p.FloorLookupLockClock, p.FloorSmallLookup
+	f.Xdpflow, f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup, f.Csum =
+		p.Xdpflow, p.FloorLookup, p.FloorLookupAtomic, p.FloorLookupLock, p.FloorLookupLockClock, p.FloorSmallLookup, p.FloorCsum
 	return f, nil
 }
 
@@ -155,6 +159,15 @@ func (f *Floor) Misses() (uint64, error) {
 		sum += v
 	}
 	return sum, nil
+}
+
+// ValidSums returns how many frames Csum found with a valid sum.
+func (f *Floor) ValidSums() (uint64, error) {
+	var n uint64
+	if err := f.objs.CsumValid.Get(&n); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // Close releases the programs and their maps.

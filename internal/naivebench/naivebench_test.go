@@ -86,3 +86,72 @@ func TestFloor(t *testing.T) {
 		t.Errorf("floor programs missed %d lookups (%v), want 2", m, err)
 	}
 }
+
+// TestFloorCsum checks that the checksum program sums the whole frame
+// after the Ethernet header, in chunks and words: a frame whose IPv4
+// header and TCP segment each carry the right sum (over the segment
+// alone: the program leaves the pseudo-header out) sums to zero, and one
+// changed byte anywhere makes it non-zero.
+func TestFloorCsum(t *testing.T) {
+	privtest.RequireRoot(t)
+	f, err := LoadFloor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, payload := range []int{0, 1460} {
+		frame := withChecksums(padTCP(tcp4(1, 1000, Port), payload))
+		for _, corrupt := range []int{-1, 14 + 8, len(frame) - 1} {
+			before, err := f.ValidSums()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fr := append([]byte(nil), frame...)
+			if corrupt >= 0 {
+				fr[corrupt] ^= 0x40
+			}
+			run(t, f.Csum, fr, 1)
+			after, err := f.ValidSums()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if valid := after == before+1; valid != (corrupt < 0) {
+				t.Errorf("%d-byte frame, byte %d changed: counted as a valid sum: %v", len(fr), corrupt, valid)
+			}
+		}
+	}
+}
+
+// padTCP returns frame, an IPv4/TCP frame from tcp4, with n zero bytes of
+// TCP payload and its IP total length set.
+func padTCP(frame []byte, n int) []byte {
+	frame = append(append([]byte(nil), frame...), make([]byte, n)...)
+	binary.BigEndian.PutUint16(frame[14+2:], uint16(len(frame)-14))
+	return frame
+}
+
+// withChecksums sets the IPv4 header checksum and a TCP checksum over the
+// segment alone (no pseudo-header) of an IPv4/TCP frame without options.
+func withChecksums(frame []byte) []byte {
+	ip := frame[14:]
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip[:20]))
+	binary.BigEndian.PutUint16(ip[20+16:], 0)
+	binary.BigEndian.PutUint16(ip[20+16:], ^onesSum(ip[20:]))
+	return frame
+}
+
+// onesSum is the 16-bit one's-complement sum of b's big-endian words.
+func onesSum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
