@@ -26,6 +26,10 @@ type Datapath struct {
 	trig    chan TriggerEvent
 	closing chan struct{} // closed by Close, to stop the event reader
 	wg      sync.WaitGroup
+	// eventsMu orders the reader's look at the ring buffer before Close
+	// unmaps it (queuedEventBytes).
+	eventsMu     sync.Mutex
+	eventsClosed bool
 
 	mu     sync.Mutex
 	links  map[string]*attachment
@@ -129,7 +133,7 @@ func (d *Datapath) Close() error {
 	d.mu.Unlock()
 
 	close(d.closing)
-	errs = append(errs, d.events.Close())
+	errs = append(errs, d.closeEvents())
 	d.wg.Wait()
 	// The global variables stay memory-mapped, keeping their two maps
 	// alive, until the garbage collector frees the Datapath: drop it.

@@ -42,7 +42,7 @@ func (d *Datapath) readEvents() {
 			copy(bytesOf(&ev), rec.RawSample)
 			d.offer(TriggerEvent{KtimeNs: ev.KtimeNs, NewConnections: ev.NewConnections})
 		}
-		if d.events.AvailableBytes() > 0 {
+		if d.queuedEventBytes() > 0 {
 			continue // drain what is queued
 		}
 		select {
@@ -66,4 +66,24 @@ func (d *Datapath) offer(ev TriggerEvent) {
 		default:
 		}
 	}
+}
+
+// queuedEventBytes returns how many bytes of events wait in the ring
+// buffer, 0 once Close has begun: the ring's memory is unmapped by Close,
+// and reading its positions then would fault.
+func (d *Datapath) queuedEventBytes() int {
+	d.eventsMu.Lock()
+	defer d.eventsMu.Unlock()
+	if d.eventsClosed {
+		return 0
+	}
+	return d.events.AvailableBytes()
+}
+
+// closeEvents closes the ring buffer reader, which ends readEvents.
+func (d *Datapath) closeEvents() error {
+	d.eventsMu.Lock()
+	defer d.eventsMu.Unlock()
+	d.eventsClosed = true
+	return d.events.Close()
 }

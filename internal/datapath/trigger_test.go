@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
 
@@ -107,5 +109,41 @@ func waitEvent(t *testing.T, d *Datapath, n uint32, last uint64) TriggerEvent {
 		case <-timeout:
 			t.Fatalf("no event for %d connections within 2s (last seen: %d)", last, prev)
 		}
+	}
+}
+
+// TestCloseWhileEventsArrive closes the datapath while trigger events keep
+// coming: the event reader must not look at the ring buffer once Close
+// has unmapped it (a fault, seen once in a benchmark before the fix).
+func TestCloseWhileEventsArrive(t *testing.T) {
+	privtest.RequireRoot(t)
+	opts := testOptions()
+	opts.NewConnectionsPerEvent = 1
+	for round := range 30 {
+		d, err := Load(opts)
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := d.Program().Run(&ebpf.RunOptions{Data: keyFrame(i % 60000)}); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := d.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		close(stop)
+		<-done
 	}
 }
