@@ -122,7 +122,7 @@ func allocateLikePdata(keys []datapath.FlowKey) {
 	points := make([]*floorPoint, 0, 2*len(keys))
 	for i := range keys {
 		k := &keys[i]
-		addr := k.Addr().String()
+		addr := k.Source().String()
 		for range 2 {
 			p := &floorPoint{start: 1, time: 2, value: &floorInt{int64(i)}}
 			p.attrs = make([]floorKV, 0, 6)

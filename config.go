@@ -52,6 +52,25 @@ type Config struct {
 	// it is exported one last time and removed from the flow table; if it
 	// comes back it starts a new series. Default: 5m; at least 1s.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// Attributes are the attributes each series carries, out of
+	// source.address, source.port, destination.address, destination.port,
+	// network.transport and network.interface.name; network.type follows
+	// the addresses. Connections that agree on them are one series,
+	// summed in the kernel. Default: all but destination.address, one
+	// series per connection.
+	Attributes []string `mapstructure:"attributes"`
+	// SourceAddress and DestinationAddress aggregate the addresses into
+	// prefixes, in the kernel. Default: whole addresses.
+	SourceAddress      AddressGrouping `mapstructure:"source_address"`
+	DestinationAddress AddressGrouping `mapstructure:"destination_address"`
+	// CIDRs are named prefixes that replace the addresses they hold where
+	// match_cidrs is set; the narrowest that holds an address wins.
+	// Default: none.
+	CIDRs []NamedCIDR `mapstructure:"cidrs"`
+	// OutsideCIDRs is what becomes of an address outside every CIDR:
+	// "address" keeps it (truncated by the prefix lengths), "other" makes
+	// one series of all of them. Default: address.
+	OutsideCIDRs string `mapstructure:"outside_cidrs"`
 	// MetricsBuilderConfig is the "metrics" section: each metric can be
 	// disabled (metrics::<name>::enabled, documentation.md).
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
@@ -105,6 +124,8 @@ func createDefaultConfig() *Config {
 		MinSnapshotInterval:    time.Second,
 		MaxConnections:         65536,
 		IdleTimeout:            5 * time.Minute,
+		Attributes:             defaultAttributes(),
+		OutsideCIDRs:           defaultOutsideCIDRs,
 		MetricsBuilderConfig:   metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
@@ -172,6 +193,7 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout < time.Second {
 		add("idle_timeout: %s is too short (at least 1s, e.g. 5m)", c.IdleTimeout)
 	}
+	errs = append(errs, c.validateGrouping()...)
 	errs = append(errs, c.validatePerConnectionMetrics()...)
 	return errors.Join(errs...)
 }
@@ -193,8 +215,8 @@ func (c *Config) validatePerConnectionMetrics() []error {
 func summedByConnection[K comparable](name string, attrs []K, strategy string, allAttrs int, summing string) []error {
 	var errs []error
 	if d := duplicates(attrs, func(k K) K { return k }); d != "" || len(attrs) != allAttrs {
-		errs = append(errs, fmt.Errorf("metrics::%s::attributes: choosing attributes is not supported; every series carries all of %s",
-			name, strings.Join(metadata.MetricsInfo.XdpflowPackets.Attributes, ", ")))
+		errs = append(errs, fmt.Errorf("metrics::%s::attributes: not supported: choose the attributes of every series with the receiver's attributes field, which groups connections in the kernel",
+			name))
 	}
 	if strategy != summing {
 		errs = append(errs, fmt.Errorf("metrics::%s::aggregation_strategy: only %q is supported, got %q", name, summing, strategy))
@@ -254,6 +276,7 @@ func (c *Config) datapathOptions() (datapath.Options, datapath.AttachMode) {
 		p, _ := datapath.ParseProtocol(name)
 		opts.Protocols = append(opts.Protocols, p)
 	}
+	c.groupingOptions(&opts)
 	mode, _ := datapath.ParseAttachMode(c.AttachMode)
 	return opts, mode
 }

@@ -35,6 +35,12 @@ func TestLoadConfig(t *testing.T) {
 	allPorts := createDefaultConfig()
 	allPorts.Ports = []int{}
 
+	grouped := createDefaultConfig()
+	grouped.Attributes = []string{"source.address", "destination.address", "destination.port", "network.transport"}
+	grouped.SourceAddress = AddressGrouping{IPv4PrefixLength: 24, IPv6PrefixLength: 64, MatchCIDRs: true}
+	grouped.CIDRs = []NamedCIDR{{CIDR: "10.244.0.0/16", Name: "pods"}, {CIDR: "fd00:10::/56"}}
+	grouped.OutsideCIDRs = "other"
+
 	someMetrics := createDefaultConfig()
 	someMetrics.Metrics.XdpflowBytes.Enabled = false
 	someMetrics.Metrics.XdpflowConnections.Enabled = false
@@ -47,6 +53,7 @@ func TestLoadConfig(t *testing.T) {
 		{component.MustNewIDWithName(metadata.Type.String(), "all_set"), allSet},
 		{component.MustNewIDWithName(metadata.Type.String(), "all_ports"), allPorts},
 		{component.MustNewIDWithName(metadata.Type.String(), "some_metrics"), someMetrics},
+		{component.MustNewIDWithName(metadata.Type.String(), "grouped"), grouped},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -57,7 +64,7 @@ func TestLoadConfig(t *testing.T) {
 			require.NoError(t, confmap.Validate(cfg))
 			// The metrics section remembers, unexported, what the user set.
 			assert.Empty(t, cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(
-				Config{}, metadata.XdpflowBytesMetricConfig{}, metadata.XdpflowConnectionsMetricConfig{}, metadata.XdpflowEventsDroppedMetricConfig{},
+				Config{}, AddressGrouping{}, NamedCIDR{}, metadata.XdpflowBytesMetricConfig{}, metadata.XdpflowConnectionsMetricConfig{}, metadata.XdpflowEventsDroppedMetricConfig{},
 				metadata.XdpflowOverflowBytesMetricConfig{}, metadata.XdpflowOverflowPacketsMetricConfig{}, metadata.XdpflowPacketsMetricConfig{})))
 		})
 	}
@@ -114,7 +121,40 @@ func TestValidateRejects(t *testing.T) {
 		{"attributes chosen", func(c *Config) {
 			c.Metrics.XdpflowPackets.EnabledAttributes = c.Metrics.XdpflowPackets.EnabledAttributes[1:]
 		},
-			"metrics::xdpflow.packets::attributes: choosing attributes is not supported; every series carries all of source.address, source.port, destination.port, network.transport, network.type, network.interface.name"},
+			"metrics::xdpflow.packets::attributes: not supported: choose the attributes of every series with the receiver's attributes field, which groups connections in the kernel"},
+		{"no attributes", func(c *Config) { c.Attributes = []string{} }, "attributes: at least one attribute is required (e.g. [source.address, destination.port])"},
+		{"unknown attribute", func(c *Config) { c.Attributes = []string{"source.address", "network.type"} },
+			`attributes: "network.type" is not one of source.address, source.port, destination.address, destination.port, network.transport, network.interface.name`},
+		{"duplicate attribute", func(c *Config) { c.Attributes = []string{"source.port", "source.port"} }, "attributes: source.port listed more than once"},
+		{"ipv4 prefix too long", func(c *Config) { c.SourceAddress.IPv4PrefixLength = 33 },
+			"source_address::ipv4_prefix_length: 33 is out of range (1-32; 0 keeps the whole address)"},
+		{"ipv6 prefix negative", func(c *Config) { c.SourceAddress.IPv6PrefixLength = -1 },
+			"source_address::ipv6_prefix_length: -1 is out of range (1-128; 0 keeps the whole address)"},
+		{"grouping a dropped address", func(c *Config) { c.DestinationAddress.IPv4PrefixLength = 24 },
+			"destination_address: grouping destination.address needs destination.address in attributes"},
+		{"match_cidrs without cidrs", func(c *Config) { c.SourceAddress.MatchCIDRs = true }, "source_address::match_cidrs: no cidrs are configured"},
+		{"cidrs unused", func(c *Config) { c.CIDRs = []NamedCIDR{{CIDR: "10.0.0.0/8"}} }, "cidrs: set match_cidrs in source_address or destination_address to use them"},
+		{"malformed cidr", func(c *Config) { c.SourceAddress.MatchCIDRs = true; c.CIDRs = []NamedCIDR{{CIDR: "10.0.0.0/33"}} },
+			`cidrs[0]::cidr: "10.0.0.0/33" is not a CIDR such as 10.0.0.0/8 or fd00::/8`},
+		{"cidr with host bits", func(c *Config) { c.SourceAddress.MatchCIDRs = true; c.CIDRs = []NamedCIDR{{CIDR: "10.1.2.3/16"}} },
+			"cidrs[0]::cidr: CIDR 10.1.2.3/16 has host bits set (the prefix is 10.1.0.0/16)"},
+		{"cidr of everything", func(c *Config) { c.SourceAddress.MatchCIDRs = true; c.CIDRs = []NamedCIDR{{CIDR: "0.0.0.0/0"}} },
+			`cidrs[0]::cidr: CIDR 0.0.0.0/0 holds every address: group the rest as "other" instead`},
+		{"mapped cidr", func(c *Config) {
+			c.SourceAddress.MatchCIDRs = true
+			c.CIDRs = []NamedCIDR{{CIDR: "::ffff:10.0.0.0/104"}}
+		},
+			"cidrs[0]::cidr: CIDR ::ffff:10.0.0.0/104 is IPv4-mapped: write it as IPv4"},
+		{"duplicate cidr", func(c *Config) {
+			c.SourceAddress.MatchCIDRs = true
+			c.CIDRs = []NamedCIDR{{CIDR: "10.0.0.0/8", Name: "a"}, {CIDR: "10.0.0.0/8", Name: "b"}}
+		}, "cidrs[1]::cidr: 10.0.0.0/8 is listed more than once"},
+		{"cidr named other", func(c *Config) {
+			c.SourceAddress.MatchCIDRs = true
+			c.OutsideCIDRs = "other"
+			c.CIDRs = []NamedCIDR{{CIDR: "10.0.0.0/8", Name: "other"}}
+		}, `cidrs[0]::name: "other" names the series outside every CIDR (outside_cidrs: other)`},
+		{"outside cidrs", func(c *Config) { c.OutsideCIDRs = "drop" }, `outside_cidrs: "drop" is not one of address, other`},
 		{"aggregation strategy", func(c *Config) { c.Metrics.XdpflowBytes.AggregationStrategy = "max" },
 			`metrics::xdpflow.bytes::aggregation_strategy: only "sum" is supported, got "max"`},
 	}

@@ -1,6 +1,7 @@
 package xdpflowreceiver
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -20,13 +21,42 @@ import (
 // metadata.yaml: what mdatagen's builder emits for one point of each
 // metric must describe the same metrics as what the receiver emits.
 func TestMetricsMatchMetadata(t *testing.T) {
-	var flows datapath.FlowTable
-	flows.Append(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), testValue(12, 1500, 1, 9))
-	b := testBuilder()
-	s := snapshot{time: testEpoch.Add(10 * time.Second), flows: &flows, evicted: &datapath.FlowTable{}, connections: 1}
-	got := metricsByName(b.build(&s, 0, s.flowCount()))
+	t.Run("default attributes", func(t *testing.T) {
+		var flows datapath.FlowTable
+		flows.Append(testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2), testValue(12, 1500, 1, 9))
+		checkMetricsMatchMetadata(t, testBuilder(), &flows, metadata.NewDefaultMetricsBuilderConfig())
+	})
+	t.Run("every attribute", func(t *testing.T) {
+		var flows datapath.FlowTable
+		k := testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2)
+		k.SrcAddr[15], k.SrcPrefix = 0, 24
+		k.DstAddr = netip.MustParseAddr("::ffff:10.244.0.0").As16()
+		k.DstPrefix = 16
+		flows.Append(k, testValue(12, 1500, 1, 9))
+		b := testBuilder()
+		b.dims = datapath.Dimensions{SrcAddr: true, SrcPort: true, DstAddr: true, DstPort: true, Proto: true, Ifindex: true}
+		b.cidrNames = cidrNameTable{
+			netip.MustParsePrefix("198.51.100.0/24"): "clients",
+			netip.MustParsePrefix("10.244.0.0/16"):   "pods",
+		}
+		mbc := metadata.NewDefaultMetricsBuilderConfig()
+		mbc.Metrics.XdpflowPackets.EnabledAttributes = nil
+		mbc.Metrics.XdpflowBytes.EnabledAttributes = nil
+		for _, a := range metadata.MetricsInfo.XdpflowPackets.Attributes {
+			mbc.Metrics.XdpflowPackets.EnabledAttributes = append(mbc.Metrics.XdpflowPackets.EnabledAttributes, metadata.XdpflowPacketsMetricAttributeKey(a))
+			mbc.Metrics.XdpflowBytes.EnabledAttributes = append(mbc.Metrics.XdpflowBytes.EnabledAttributes, metadata.XdpflowBytesMetricAttributeKey(a))
+		}
+		checkMetricsMatchMetadata(t, b, &flows, mbc)
+	})
+}
 
-	want := metricsByName(generatedMetrics())
+// checkMetricsMatchMetadata compares what b builds of flows with what
+// mdatagen's builder configured with mbc emits.
+func checkMetricsMatchMetadata(t *testing.T, b metricsBuilder, flows *datapath.FlowTable, mbc metadata.MetricsBuilderConfig) {
+	t.Helper()
+	s := snapshot{time: testEpoch.Add(10 * time.Second), flows: flows, evicted: &datapath.FlowTable{}, connections: 1}
+	got := metricsByName(b.build(&s, 0, s.flowCount()))
+	want := metricsByName(generatedMetrics(mbc))
 	require.ElementsMatch(t, keysOf(want), keysOf(got), "metric names")
 	for name, w := range want {
 		g := got[name]
@@ -42,12 +72,13 @@ func TestMetricsMatchMetadata(t *testing.T) {
 }
 
 // generatedMetrics records one point of every metric through mdatagen's
-// builder.
-func generatedMetrics() pmetric.Metrics {
-	mb := metadata.NewMetricsBuilder(metadata.NewDefaultMetricsBuilderConfig(), receivertest.NewNopSettings(metadata.Type))
+// builder, which emits the attributes mbc enables.
+func generatedMetrics(mbc metadata.MetricsBuilderConfig) pmetric.Metrics {
+	mb := metadata.NewMetricsBuilder(mbc, receivertest.NewNopSettings(metadata.Type))
 	ts := pcommon.NewTimestampFromTime(testEpoch)
-	mb.RecordXdpflowPacketsDataPoint(ts, 1, "198.51.100.1", 40000, 8080, metadata.AttributeNetworkTransportTCP, metadata.AttributeNetworkTypeIpv4, "eth0")
-	mb.RecordXdpflowBytesDataPoint(ts, 1, "198.51.100.1", 40000, 8080, metadata.AttributeNetworkTransportTCP, metadata.AttributeNetworkTypeIpv4, "eth0")
+	tcp, ipv4 := metadata.AttributeNetworkTransportTCP, metadata.AttributeNetworkTypeIpv4
+	mb.RecordXdpflowPacketsDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
+	mb.RecordXdpflowBytesDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
 	mb.RecordXdpflowOverflowPacketsDataPoint(ts, 1)
 	mb.RecordXdpflowOverflowBytesDataPoint(ts, 1)
 	mb.RecordXdpflowEventsDroppedDataPoint(ts, 1)

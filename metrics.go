@@ -1,6 +1,7 @@
 package xdpflowreceiver
 
 import (
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -18,16 +19,6 @@ var (
 	metricOverflowBytes   = metadata.MetricsInfo.XdpflowOverflowBytes.Name
 	metricEventsDropped   = metadata.MetricsInfo.XdpflowEventsDropped.Name
 	metricConnections     = metadata.MetricsInfo.XdpflowConnections.Name
-)
-
-// Attribute keys, from the OpenTelemetry semantic conventions.
-const (
-	attrSourceAddress    = "source.address"
-	attrSourcePort       = "source.port"
-	attrDestinationPort  = "destination.port"
-	attrNetworkTransport = "network.transport"
-	attrNetworkType      = "network.type"
-	attrInterfaceName    = "network.interface.name"
 )
 
 // snapshot is everything one export is built from.
@@ -85,6 +76,10 @@ type metricsBuilder struct {
 	version string
 	// metrics says which metrics are enabled.
 	metrics metadata.MetricsConfig
+	// dims are the attributes a series carries (attributes), cidrNames
+	// the names of the configured CIDRs.
+	dims      datapath.Dimensions
+	cidrNames cidrNameTable
 }
 
 // maxFlowsPerExport bounds the connections in one export (one
@@ -213,15 +208,49 @@ func (b *metricsBuilder) appendFlow(packets, bytes pmetric.Sum, k *datapath.Flow
 }
 
 func (b *metricsBuilder) putFlowAttributes(attrs pcommon.Map, k *datapath.FlowKey) {
-	attrs.EnsureCapacity(6)
-	attrs.PutStr(attrSourceAddress, k.Addr().String())
-	attrs.PutInt(attrSourcePort, int64(k.SrcPort))
-	attrs.PutInt(attrDestinationPort, int64(k.DstPort))
-	attrs.PutStr(attrNetworkTransport, k.Proto.String())
-	if k.Family == datapath.FamilyIPv4 {
+	attrs.EnsureCapacity(8)
+	if b.dims.SrcAddr {
+		b.putAddress(attrs, k.Source(), k.SrcPrefix, attrSourceAddress, attrSourceCIDR, attrSourceCIDRName)
+	}
+	if b.dims.SrcPort {
+		attrs.PutInt(attrSourcePort, int64(k.SrcPort))
+	}
+	if b.dims.DstAddr {
+		b.putAddress(attrs, k.Destination(), k.DstPrefix, attrDestinationAddress, attrDestinationCIDR, attrDestinationCIDRName)
+	}
+	if b.dims.DstPort {
+		attrs.PutInt(attrDestinationPort, int64(k.DstPort))
+	}
+	if b.dims.Proto {
+		attrs.PutStr(attrNetworkTransport, k.Proto.String())
+	}
+	switch k.Family {
+	case datapath.FamilyIPv4:
 		attrs.PutStr(attrNetworkType, "ipv4")
-	} else {
+	case datapath.FamilyIPv6:
 		attrs.PutStr(attrNetworkType, "ipv6")
 	}
-	attrs.PutStr(attrInterfaceName, b.ifnames[k.Ifindex])
+	if b.dims.Ifindex {
+		attrs.PutStr(attrInterfaceName, b.ifnames[k.Ifindex])
+	}
+}
+
+// putAddress adds the attributes of an address the kernel may have
+// aggregated: the address itself; or the prefix's network address, the
+// prefix, and the name of a configured CIDR; or only the name "other".
+func (b *metricsBuilder) putAddress(attrs pcommon.Map, addr netip.Addr, prefix uint8, addrKey, cidrKey, nameKey string) {
+	switch prefix {
+	case datapath.PrefixWhole:
+		attrs.PutStr(addrKey, addr.String())
+		return
+	case datapath.PrefixOther:
+		attrs.PutStr(nameKey, otherCIDRName)
+		return
+	}
+	p := netip.PrefixFrom(addr, int(prefix))
+	attrs.PutStr(addrKey, addr.String())
+	attrs.PutStr(cidrKey, p.String())
+	if name := b.cidrNames[p]; name != "" {
+		attrs.PutStr(nameKey, name)
+	}
 }

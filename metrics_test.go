@@ -9,6 +9,7 @@ import (
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
@@ -31,6 +32,7 @@ func testBuilder() metricsBuilder {
 		ifnames: map[uint32]string{2: "eth0", 3: "eth1"},
 		version: "test",
 		metrics: metadata.DefaultMetricsConfig(),
+		dims:    datapath.ConnectionDimensions(),
 	}
 }
 
@@ -117,4 +119,35 @@ func TestDisabledMetricsAreNotEmitted(t *testing.T) {
 	b.metrics.XdpflowBytes.Enabled = false
 	got = metricsByName(b.build(&s, 0, s.flowCount()))
 	require.ElementsMatch(t, []string{metricOverflowPackets, metricEventsDropped}, keysOf(got))
+}
+
+// Aggregated addresses are exported as their prefix's network address, the
+// prefix, and the name of a configured CIDR; "other" has only the name.
+func TestGroupedAddressAttributes(t *testing.T) {
+	b := testBuilder()
+	b.dims = datapath.Dimensions{SrcAddr: true, DstAddr: true, DstPort: true}
+	b.cidrNames = cidrNameTable{netip.MustParsePrefix("10.244.0.0/16"): "pods", netip.MustParsePrefix("fd00:10::/56"): ""}
+	key := func(src, dst string, sprefix, dprefix uint8) datapath.FlowKey {
+		k := testKey(src, 0, 8080, 0, 0)
+		k.DstAddr = netip.MustParseAddr(dst).As16() // IPv4-mapped for IPv4
+		k.SrcPrefix, k.DstPrefix = sprefix, dprefix
+		return k
+	}
+	var flows datapath.FlowTable
+	flows.Append(key("198.51.100.0", "10.244.0.0", 24, 16), testValue(1, 100, 0, 0))
+	flows.Append(key("0.0.0.0", "198.51.100.2", datapath.PrefixOther, datapath.PrefixWhole), testValue(2, 200, 0, 0))
+	flows.Append(key("fd00:db8::", "fd00:10::", 64, 56), testValue(3, 300, 0, 0))
+	s := snapshot{time: testEpoch, flows: &flows, evicted: &datapath.FlowTable{}}
+	points := b.build(&s, 0, s.flowCount()).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints()
+	want := []map[string]any{
+		{"source.address": "198.51.100.0", "xdpflow.source.cidr": "198.51.100.0/24", "destination.address": "10.244.0.0",
+			"xdpflow.destination.cidr": "10.244.0.0/16", "xdpflow.destination.cidr.name": "pods", "destination.port": int64(8080), "network.type": "ipv4"},
+		{"xdpflow.source.cidr.name": "other", "destination.address": "198.51.100.2", "destination.port": int64(8080), "network.type": "ipv4"},
+		{"source.address": "fd00:db8::", "xdpflow.source.cidr": "fd00:db8::/64", "destination.address": "fd00:10::",
+			"xdpflow.destination.cidr": "fd00:10::/56", "destination.port": int64(8080), "network.type": "ipv6"},
+	}
+	require.Equal(t, len(want), points.Len())
+	for i, w := range want {
+		assert.Equal(t, w, points.At(i).Attributes().AsRaw(), "point %d", i)
+	}
 }

@@ -70,7 +70,10 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 	return &xdpflowReceiver{
 		cfg: cfg, set: set, next: next, open: open,
 		obsrecv: obsrecv, telemetry: selfTelemetry{tel}, measureClock: datapath.MeasureClockOffset,
-		builder: metricsBuilder{version: set.BuildInfo.Version, metrics: cfg.Metrics},
+		builder: metricsBuilder{
+			version: set.BuildInfo.Version, metrics: cfg.Metrics,
+			dims: cfg.dimensions(), cidrNames: cfg.cidrNames(),
+		},
 	}, nil
 }
 

@@ -48,6 +48,32 @@ volatile const __u8 count_udp = 1;
 /* A trigger event is sent every new_conns_per_event new connections. */
 volatile const __u64 new_conns_per_event = 5;
 
+/* Dimensions: the key fields a series keeps; the others are zeroed, so
+ * that connections agreeing on the kept fields are one entry. Set by the
+ * loader, they are constants the verifier prunes the other branches of. */
+volatile const __u8 keep_saddr = 1;
+volatile const __u8 keep_sport = 1;
+volatile const __u8 keep_daddr = 0;
+volatile const __u8 keep_dport = 1;
+volatile const __u8 keep_proto = 1;
+volatile const __u8 keep_ifindex = 1;
+/* Prefix lengths kept addresses are truncated to, by family (0: whole),
+ * with their masks over the 16-byte address. */
+volatile const __u8 saddr_prefix4 = 0;
+volatile const __u8 saddr_prefix6 = 0;
+volatile const __u8 daddr_prefix4 = 0;
+volatile const __u8 daddr_prefix6 = 0;
+volatile const __u32 saddr_mask4[4];
+volatile const __u32 saddr_mask6[4];
+volatile const __u32 daddr_mask4[4];
+volatile const __u32 daddr_mask6[4];
+/* Whether the named CIDRs of the cidrs map replace source and destination
+ * addresses, and whether an address outside all of them becomes one
+ * "other" series (else it keeps its address, truncated as above). */
+volatile const __u8 cidr_saddr = 0;
+volatile const __u8 cidr_daddr = 0;
+volatile const __u8 cidr_other = 0;
+
 /* Connections inserted since load; the every-N trigger is derived from the
  * value returned by the atomic add, never from a re-read. */
 __u64 new_connections = 0;
@@ -70,6 +96,15 @@ struct {
 	__uint(max_entries, 65536); /* set by the loader */
 } flows SEC(".maps");
 
+/* Named CIDRs, filled by the loader before the program is attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct cidr_key);
+	__type(value, struct cidr_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by the loader */
+} cidrs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -88,6 +123,8 @@ struct {
 const struct trigger_event *unused_trigger_event __attribute__((unused));
 const enum xdpflow_stat *unused_stat __attribute__((unused));
 const struct evict_msg *unused_evict_msg __attribute__((unused));
+const struct cidr_key *unused_cidr_key __attribute__((unused));
+const struct cidr_value *unused_cidr_value __attribute__((unused));
 
 static __always_inline void stat_add(__u32 index, __u64 delta)
 {
@@ -184,6 +221,9 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key 
 	key->saddr[10] = 0xff;
 	key->saddr[11] = 0xff;
 	__builtin_memcpy(&key->saddr[12], &iph->saddr, 4);
+	key->daddr[10] = 0xff;
+	key->daddr[11] = 0xff;
+	__builtin_memcpy(&key->daddr[12], &iph->daddr, 4);
 	__u16 frag = bpf_ntohs(iph->frag_off);
 	if (frag & IP_OFFSET_MASK)
 		return PARSED_FRAGMENT;
@@ -206,6 +246,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 	if (ip_end > data_end)
 		return -1;
 	__builtin_memcpy(key->saddr, &ip6h->saddr, 16);
+	__builtin_memcpy(key->daddr, &ip6h->daddr, 16);
 	key->family = XDPFLOW_FAMILY_IPV6;
 
 	void *cursor = ip6h + 1;
@@ -458,14 +499,86 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 	stat_add(STAT_OVERFLOW_BYTES, len);
 }
 
+static __always_inline void mask_addr(__u8 *addr, const volatile __u32 *mask)
+{
+	__u32 *words = (__u32 *)addr;
+	words[0] &= mask[0];
+	words[1] &= mask[1];
+	words[2] &= mask[2];
+	words[3] &= mask[3];
+}
+
+/* aggregate replaces a kept address by the narrowest named CIDR holding
+ * it (use_cidrs), by "other" outside them all (cidr_other), or truncates
+ * it to its family's prefix length (0: kept whole), recording which in
+ * *prefix. */
+static __always_inline void aggregate(__u8 *addr, __u8 *prefix, __u8 family, __u8 use_cidrs,
+				      __u8 prefix4, __u8 prefix6, const volatile __u32 *mask4,
+				      const volatile __u32 *mask6)
+{
+	if (use_cidrs) {
+		struct cidr_key ck = { .prefixlen = 128 };
+		__builtin_memcpy(ck.addr, addr, 16);
+		struct cidr_value *cv = bpf_map_lookup_elem(&cidrs, &ck);
+		if (cv) {
+			__u32 *words = (__u32 *)addr;
+			words[0] &= cv->mask[0];
+			words[1] &= cv->mask[1];
+			words[2] &= cv->mask[2];
+			words[3] &= cv->mask[3];
+			*prefix = cv->prefix;
+			return;
+		}
+		if (cidr_other) {
+			__builtin_memset(addr, 0, 16);
+			*prefix = XDPFLOW_PREFIX_OTHER;
+			return;
+		}
+	}
+	if (family == XDPFLOW_FAMILY_IPV4 && prefix4) {
+		mask_addr(addr, mask4);
+		*prefix = prefix4;
+	} else if (family == XDPFLOW_FAMILY_IPV6 && prefix6) {
+		mask_addr(addr, mask6);
+		*prefix = prefix6;
+	}
+}
+
+/* group zeroes the fields the dimensions drop and aggregates the kept
+ * addresses, after the filters have read them. */
+static __always_inline void group(struct flow_key *key)
+{
+	if (keep_saddr)
+		aggregate(key->saddr, &key->sprefix, key->family, cidr_saddr, saddr_prefix4, saddr_prefix6,
+			  saddr_mask4, saddr_mask6);
+	else
+		__builtin_memset(key->saddr, 0, sizeof(key->saddr));
+	if (keep_daddr)
+		aggregate(key->daddr, &key->dprefix, key->family, cidr_daddr, daddr_prefix4, daddr_prefix6,
+			  daddr_mask4, daddr_mask6);
+	else
+		__builtin_memset(key->daddr, 0, sizeof(key->daddr));
+	if (!keep_saddr && !keep_daddr)
+		key->family = 0;
+	if (!keep_sport)
+		key->sport = 0;
+	if (!keep_dport)
+		key->dport = 0;
+	if (!keep_proto)
+		key->proto = 0;
+	if (!keep_ifindex)
+		key->ifindex = 0;
+}
+
 /* parse_key fills key, padding zeroed, from the frame and the interface it
- * arrived on. Returns 0 when the packet is counted. */
+ * arrived on, then groups it. Returns 0 when the packet is counted. */
 static __always_inline int parse_key(struct xdp_md *ctx, struct flow_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
 	if (parse(ctx, key) != 0)
 		return -1;
 	key->ifindex = ctx->ingress_ifindex;
+	group(key);
 	return 0;
 }
 

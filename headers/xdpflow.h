@@ -11,10 +11,18 @@
 #define XDPFLOW_FAMILY_IPV4 4
 #define XDPFLOW_FAMILY_IPV6 6
 
-/* flow_key identifies one connection arriving at this host. */
+/* Values of flow_key.sprefix and .dprefix besides a prefix length. */
+#define XDPFLOW_PREFIX_WHOLE 0    /* the whole address */
+#define XDPFLOW_PREFIX_OTHER 0xff /* outside every CIDR, address zeroed */
+
+/* flow_key identifies one series: a connection arriving at this host, or
+ * the connections that share the fields kept by the load-time dimensions
+ * (the others are zeroed) and their aggregated addresses. */
 struct flow_key {
-	/* Source address. IPv4 is stored IPv4-mapped (::ffff:a.b.c.d). */
+	/* Source and destination addresses. IPv4 is stored IPv4-mapped
+	 * (::ffff:a.b.c.d). */
 	__u8 saddr[16];
+	__u8 daddr[16];
 	/* Interface the packet arrived on. */
 	__u32 ifindex;
 	/* Ports in host byte order. Both are 0 for a non-first fragment,
@@ -23,10 +31,28 @@ struct flow_key {
 	__u16 dport;
 	/* IPPROTO_TCP or IPPROTO_UDP. */
 	__u8 proto;
-	/* XDPFLOW_FAMILY_IPV4 or XDPFLOW_FAMILY_IPV6. */
+	/* XDPFLOW_FAMILY_IPV4 or XDPFLOW_FAMILY_IPV6; 0 when neither address
+	 * is kept. */
 	__u8 family;
-	/* Explicit padding, always zero. */
-	__u16 pad;
+	/* The prefix length (of the family: up to 32 or 128) the address was
+	 * aggregated to, XDPFLOW_PREFIX_WHOLE or XDPFLOW_PREFIX_OTHER. */
+	__u8 sprefix;
+	__u8 dprefix;
+};
+
+/* cidr_key and cidr_value are an entry of the cidrs LPM trie: a named
+ * CIDR, IPv4 as IPv4-mapped (prefixlen 96 + the IPv4 prefix length). */
+struct cidr_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct cidr_value {
+	/* The prefix's mask over the 16-byte address. */
+	__u32 mask[4];
+	/* The prefix length of the family. */
+	__u8 prefix;
+	__u8 pad[3];
 };
 
 /* flow_counters are the counts of one connection. */

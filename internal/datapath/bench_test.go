@@ -762,8 +762,8 @@ func checkKeySetVisits(b *testing.B, d *Datapath, sets []keySetCase, repeat int)
 	}
 	got := make([]uint64, cycleKeys)
 	for key, v := range readFlows(b, d) {
-		if key.SrcPort == cyclePort && cyclePrefix.Contains(key.Addr()) {
-			got[key.Addr().As4()[3]] = v.Packets
+		if key.SrcPort == cyclePort && cyclePrefix.Contains(key.Source()) {
+			got[key.Source().As4()[3]] = v.Packets
 		}
 	}
 	for i := range want {

@@ -10,6 +10,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -44,6 +45,9 @@ func Load(opts Options) (*Datapath, error) {
 	if len(opts.Protocols) == 0 {
 		opts.Protocols = []Protocol{TCP, UDP}
 	}
+	if opts.Dimensions == (Dimensions{}) {
+		opts.Dimensions = ConnectionDimensions()
+	}
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("xdpflow options: %w", err)
 	}
@@ -72,6 +76,10 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		return nil, privilegeError("load xdpflow program", err)
 	}
+	if err := fillCIDRs(d.objs.Cidrs, opts.CIDRs); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	d.events, err = ringbuf.NewReader(d.objs.Events)
 	if err != nil {
 		d.objs.Close()
@@ -98,6 +106,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		allPorts = 1
 	}
 	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
+	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
+	dims, src, dst := opts.Dimensions, opts.Source, opts.Destination
 	vars := []struct {
 		name  string
 		value any
@@ -107,10 +117,40 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{xdpflowVarCountTcp, countTCP},
 		{xdpflowVarCountUdp, countUDP},
 		{xdpflowVarNewConnsPerEvent, uint64(opts.NewConnectionsPerEvent)},
+		{xdpflowVarKeepSaddr, boolByte(dims.SrcAddr)},
+		{xdpflowVarKeepSport, boolByte(dims.SrcPort)},
+		{xdpflowVarKeepDaddr, boolByte(dims.DstAddr)},
+		{xdpflowVarKeepDport, boolByte(dims.DstPort)},
+		{xdpflowVarKeepProto, boolByte(dims.Proto)},
+		{xdpflowVarKeepIfindex, boolByte(dims.Ifindex)},
+		{xdpflowVarSaddrPrefix4, src.PrefixIPv4},
+		{xdpflowVarSaddrPrefix6, src.PrefixIPv6},
+		{xdpflowVarDaddrPrefix4, dst.PrefixIPv4},
+		{xdpflowVarDaddrPrefix6, dst.PrefixIPv6},
+		{xdpflowVarSaddrMask4, prefixMask(96 + int(src.PrefixIPv4))},
+		{xdpflowVarSaddrMask6, prefixMask(int(src.PrefixIPv6))},
+		{xdpflowVarDaddrMask4, prefixMask(96 + int(dst.PrefixIPv4))},
+		{xdpflowVarDaddrMask6, prefixMask(int(dst.PrefixIPv6))},
+		{xdpflowVarCidrSaddr, boolByte(src.CIDRs && len(opts.CIDRs) > 0)},
+		{xdpflowVarCidrDaddr, boolByte(dst.CIDRs && len(opts.CIDRs) > 0)},
+		{xdpflowVarCidrOther, boolByte(opts.OtherOutsideCIDRs)},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
 			return fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+	return nil
+}
+
+// fillCIDRs writes the CIDRs into the program's LPM trie.
+func fillCIDRs(m *ebpf.Map, cidrs []netip.Prefix) error {
+	for _, p := range cidrs {
+		bits := MappedBits(p)
+		key := xdpflowCidrKey{Prefixlen: uint32(bits), Addr: p.Addr().As16()}
+		value := xdpflowCidrValue{Mask: prefixMask(bits), Prefix: uint8(p.Bits())}
+		if err := m.Put(&key, &value); err != nil {
+			return fmt.Errorf("store CIDR %s: %w", p, err)
 		}
 	}
 	return nil

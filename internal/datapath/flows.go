@@ -10,11 +10,22 @@ const (
 	FamilyIPv6 = 6
 )
 
-// FlowKey identifies one connection. Its layout mirrors struct flow_key in
-// headers/xdpflow.h byte for byte (checked by a test).
+// Values of FlowKey.SrcPrefix and DstPrefix besides a prefix length.
+const (
+	// PrefixWhole: the key holds the whole address.
+	PrefixWhole = 0
+	// PrefixOther: the address was outside every CIDR and is zeroed.
+	PrefixOther = 0xff
+)
+
+// FlowKey identifies one series: a connection, or the connections that
+// share the fields the dimensions keep (Options.Dimensions; the others are
+// zero) and their aggregated addresses. Its layout mirrors struct flow_key
+// in headers/xdpflow.h byte for byte (checked by a test).
 type FlowKey struct {
-	// SrcAddr is the source address; IPv4 is stored IPv4-mapped.
+	// SrcAddr and DstAddr are the addresses; IPv4 is stored IPv4-mapped.
 	SrcAddr [16]byte
+	DstAddr [16]byte
 	// Ifindex is the interface the packets arrived on.
 	Ifindex uint32
 	// SrcPort and DstPort are 0 for non-first fragments.
@@ -22,15 +33,23 @@ type FlowKey struct {
 	DstPort uint16
 	// Proto is the transport protocol number.
 	Proto Protocol
-	// Family is FamilyIPv4 or FamilyIPv6.
+	// Family is FamilyIPv4 or FamilyIPv6; 0 when neither address is kept.
 	Family uint8
-	// Pad is always zero.
-	Pad uint16
+	// SrcPrefix and DstPrefix are what the addresses stand for: the whole
+	// address (PrefixWhole), a prefix of that length (of the family, up to
+	// 32 or 128) or no address (PrefixOther).
+	SrcPrefix uint8
+	DstPrefix uint8
 }
 
-// Addr returns the source address, unmapped for IPv4.
-func (k FlowKey) Addr() netip.Addr {
-	a := netip.AddrFrom16(k.SrcAddr)
+// Source returns the source address, unmapped for IPv4.
+func (k FlowKey) Source() netip.Addr { return k.addr(k.SrcAddr) }
+
+// Destination returns the destination address, unmapped for IPv4.
+func (k FlowKey) Destination() netip.Addr { return k.addr(k.DstAddr) }
+
+func (k FlowKey) addr(b [16]byte) netip.Addr {
+	a := netip.AddrFrom16(b)
 	if k.Family == FamilyIPv4 {
 		return a.Unmap()
 	}
@@ -42,7 +61,7 @@ func (k FlowKey) Addr() netip.Addr {
 // are the kernel's lock, eviction flag and key copy.
 type FlowValue struct {
 	_       [8]byte
-	_       [32]byte
+	_       [48]byte
 	Packets uint64
 	// Bytes counts whole frames from the Ethernet header on, without FCS.
 	Bytes uint64

@@ -76,8 +76,9 @@ func FuzzParser(f *testing.F) {
 		if err := d.ReadFlows(&tbl); err != nil {
 			t.Fatalf("ReadFlows: %v", err)
 		}
-		want, counted := refParse(frame)
+		want, counted := refParseAll(frame)
 		want.Ifindex = ifindex
+		want = refGroup(want, fuzzOptions())
 		// Leave the table empty for the next input, whatever happens.
 		if err := d.Evict(tbl.Keys, &evicted); err != nil {
 			t.Fatalf("Evict: %v", err)
@@ -174,6 +175,13 @@ func fuzzSeeds() [][]byte {
 //
 // Checksums are not checked.
 func refParse(frame []byte) (FlowKey, bool) {
+	k, ok := refParseAll(frame)
+	return refGroup(k, Options{}), ok
+}
+
+// refParseAll is refParse before grouping: the key with every field the
+// frame gives, the destination address included.
+func refParseAll(frame []byte) (FlowKey, bool) {
 	const (
 		ethLen        = 14
 		tpid8021Q     = 0x8100
@@ -218,6 +226,7 @@ func refParse(frame []byte) (FlowKey, bool) {
 		k.Family = FamilyIPv4
 		k.Proto = Protocol(proto)
 		k.SrcAddr = netip.AddrFrom4([4]byte(l3[12:16])).As16()
+		k.DstAddr = netip.AddrFrom4([4]byte(l3[16:20])).As16()
 		flags := uint16(l3[6])<<8 | uint16(l3[7])
 		if flags&0x1fff != 0 {
 			return k, true
@@ -234,6 +243,7 @@ func refParse(frame []byte) (FlowKey, bool) {
 		}
 		k.Family = FamilyIPv6
 		k.SrcAddr = [16]byte(l3[8:24])
+		k.DstAddr = [16]byte(l3[24:40])
 		next := l3[6]
 		rest := l3[40 : 40+payloadLen]
 		firstFragment := false

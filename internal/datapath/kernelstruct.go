@@ -19,11 +19,13 @@ func bytesOf[T any](v *T) []byte {
 func kernelKey(k FlowKey) xdpflowFlowKey {
 	return xdpflowFlowKey{
 		Saddr:   k.SrcAddr,
+		Daddr:   k.DstAddr,
 		Ifindex: k.Ifindex,
 		Sport:   k.SrcPort,
 		Dport:   k.DstPort,
 		Proto:   uint8(k.Proto),
 		Family:  k.Family,
-		Pad:     k.Pad,
+		Sprefix: k.SrcPrefix,
+		Dprefix: k.DstPrefix,
 	}
 }

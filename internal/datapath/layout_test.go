@@ -98,12 +98,14 @@ func TestLayoutOffsets(t *testing.T) {
 	}{
 		{"sizeof FlowKey", unsafe.Sizeof(k), unsafe.Sizeof(gk)},
 		{"FlowKey.SrcAddr", unsafe.Offsetof(k.SrcAddr), unsafe.Offsetof(gk.Saddr)},
+		{"FlowKey.DstAddr", unsafe.Offsetof(k.DstAddr), unsafe.Offsetof(gk.Daddr)},
 		{"FlowKey.Ifindex", unsafe.Offsetof(k.Ifindex), unsafe.Offsetof(gk.Ifindex)},
 		{"FlowKey.SrcPort", unsafe.Offsetof(k.SrcPort), unsafe.Offsetof(gk.Sport)},
 		{"FlowKey.DstPort", unsafe.Offsetof(k.DstPort), unsafe.Offsetof(gk.Dport)},
 		{"FlowKey.Proto", unsafe.Offsetof(k.Proto), unsafe.Offsetof(gk.Proto)},
 		{"FlowKey.Family", unsafe.Offsetof(k.Family), unsafe.Offsetof(gk.Family)},
-		{"FlowKey.Pad", unsafe.Offsetof(k.Pad), unsafe.Offsetof(gk.Pad)},
+		{"FlowKey.SrcPrefix", unsafe.Offsetof(k.SrcPrefix), unsafe.Offsetof(gk.Sprefix)},
+		{"FlowKey.DstPrefix", unsafe.Offsetof(k.DstPrefix), unsafe.Offsetof(gk.Dprefix)},
 		{"sizeof FlowValue", unsafe.Sizeof(v), unsafe.Sizeof(gv)},
 		{"FlowValue.Packets", unsafe.Offsetof(v.Packets), counters + unsafe.Offsetof(gc.Packets)},
 		{"FlowValue.Bytes", unsafe.Offsetof(v.Bytes), counters + unsafe.Offsetof(gc.Bytes)},
@@ -115,10 +117,10 @@ func TestLayoutOffsets(t *testing.T) {
 			t.Errorf("%s = %d, generated %d", c.name, c.ours, c.gen)
 		}
 	}
-	fields := unsafe.Sizeof(k.SrcAddr) + unsafe.Sizeof(k.Ifindex) + unsafe.Sizeof(k.SrcPort) +
-		unsafe.Sizeof(k.DstPort) + unsafe.Sizeof(k.Proto) + unsafe.Sizeof(k.Family) + unsafe.Sizeof(k.Pad)
-	if fields != unsafe.Sizeof(k) || fields != 28 {
-		t.Errorf("FlowKey fields add up to %d bytes, struct has %d, want both 28", fields, unsafe.Sizeof(k))
+	fields := unsafe.Sizeof(k.SrcAddr) + unsafe.Sizeof(k.DstAddr) + unsafe.Sizeof(k.Ifindex) + unsafe.Sizeof(k.SrcPort) +
+		unsafe.Sizeof(k.DstPort) + unsafe.Sizeof(k.Proto) + unsafe.Sizeof(k.Family) + unsafe.Sizeof(k.SrcPrefix) + unsafe.Sizeof(k.DstPrefix)
+	if fields != unsafe.Sizeof(k) || fields != 44 {
+		t.Errorf("FlowKey fields add up to %d bytes, struct has %d, want both 44 (no padding)", fields, unsafe.Sizeof(k))
 	}
 }
 

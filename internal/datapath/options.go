@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -93,6 +94,17 @@ type Options struct {
 	// MaxConnections bounds the flow table; packets of new connections
 	// beyond it are added to the overflow counters. Must be at least 1.
 	MaxConnections uint32
+	// Dimensions are the key fields each series keeps; the zero value
+	// means ConnectionDimensions.
+	Dimensions Dimensions
+	// Source and Destination aggregate the kept addresses.
+	Source, Destination Aggregation
+	// CIDRs are the prefixes Aggregation.CIDRs replaces addresses by;
+	// naming them is the caller's business.
+	CIDRs []netip.Prefix
+	// OtherOutsideCIDRs makes an address outside every CIDR one "other"
+	// series (zeroed, PrefixOther) instead of keeping it.
+	OtherOutsideCIDRs bool
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and
@@ -124,6 +136,7 @@ func (o Options) validate() error {
 	if o.MaxConnections == 0 || o.MaxConnections > MaxConnectionsLimit {
 		errs = append(errs, fmt.Errorf("max connections %d is out of range (1-%d)", o.MaxConnections, MaxConnectionsLimit))
 	}
+	errs = append(errs, o.validateGrouping())
 	return errors.Join(errs...)
 }
 

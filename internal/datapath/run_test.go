@@ -14,7 +14,7 @@ import (
 // flowWant is the flow a frame should be counted in.
 type flowWant struct {
 	key FlowKey
-	// addr is what key.Addr() must return: the unmapped source address.
+	// addr is what key.Source() must return: the unmapped source address.
 	addr netip.Addr
 }
 
@@ -252,8 +252,8 @@ func TestRunFrames(t *testing.T) {
 // checkKeyFields checks the fields of a key read back from the kernel.
 func checkKeyFields(t *testing.T, k FlowKey, want *flowWant) {
 	t.Helper()
-	if got := k.Addr(); got != want.addr {
-		t.Errorf("Addr() = %v, want %v", got, want.addr)
+	if got := k.Source(); got != want.addr {
+		t.Errorf("Source() = %v, want %v", got, want.addr)
 	}
 	wantFamily := uint8(FamilyIPv6)
 	if want.addr.Is4() {
@@ -268,8 +268,8 @@ func checkKeyFields(t *testing.T, k FlowKey, want *flowWant) {
 	if k.Proto != TCP && k.Proto != UDP {
 		t.Errorf("Proto = %d, want 6 or 17", k.Proto)
 	}
-	if k.Pad != 0 {
-		t.Errorf("Pad = %d, want 0", k.Pad)
+	if k.DstAddr != ([16]byte{}) || k.SrcPrefix != PrefixWhole || k.DstPrefix != PrefixWhole {
+		t.Errorf("DstAddr, SrcPrefix, DstPrefix = %x, %d, %d; want zero: not kept, not aggregated by default", k.DstAddr, k.SrcPrefix, k.DstPrefix)
 	}
 }
 

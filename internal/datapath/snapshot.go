@@ -51,7 +51,7 @@ func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
 	for _, k := range keys {
 		in.Key = kernelKey(k)
 		if _, err := d.objs.XdpflowEvict.Run(&opts); err != nil {
-			return fmt.Errorf("evict flow from %s: %w", k.Addr(), err)
+			return fmt.Errorf("evict flow from %s: %w", k.Source(), err)
 		}
 		if out.Found == 0 {
 			continue // not in the table

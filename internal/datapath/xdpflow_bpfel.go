@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpflowCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type xdpflowCidrValue struct {
+	_      structs.HostLayout
+	Mask   [4]uint32
+	Prefix uint8
+	Pad    [3]uint8
+}
+
 type xdpflowEvictMsg struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
@@ -31,12 +44,14 @@ type xdpflowFlowCounters struct {
 type xdpflowFlowKey struct {
 	_       structs.HostLayout
 	Saddr   [16]uint8
+	Daddr   [16]uint8
 	Ifindex uint32
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
 	Family  uint8
-	Pad     uint16
+	Sprefix uint8
+	Dprefix uint8
 }
 
 type xdpflowFlowValue struct {
@@ -71,19 +86,39 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpflowMapCidrs              = "cidrs"
 	xdpflowMapEvents             = "events"
 	xdpflowMapFlows              = "flows"
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
+	xdpflowVarCidrDaddr          = "cidr_daddr"
+	xdpflowVarCidrOther          = "cidr_other"
+	xdpflowVarCidrSaddr          = "cidr_saddr"
 	xdpflowVarCountTcp           = "count_tcp"
 	xdpflowVarCountUdp           = "count_udp"
+	xdpflowVarDaddrMask4         = "daddr_mask4"
+	xdpflowVarDaddrMask6         = "daddr_mask6"
+	xdpflowVarDaddrPrefix4       = "daddr_prefix4"
+	xdpflowVarDaddrPrefix6       = "daddr_prefix6"
 	xdpflowVarEvictions          = "evictions"
 	xdpflowVarFullMark           = "full_mark"
+	xdpflowVarKeepDaddr          = "keep_daddr"
+	xdpflowVarKeepDport          = "keep_dport"
+	xdpflowVarKeepIfindex        = "keep_ifindex"
+	xdpflowVarKeepProto          = "keep_proto"
+	xdpflowVarKeepSaddr          = "keep_saddr"
+	xdpflowVarKeepSport          = "keep_sport"
 	xdpflowVarNewConnections     = "new_connections"
 	xdpflowVarNewConnsPerEvent   = "new_conns_per_event"
 	xdpflowVarPortBitmap         = "port_bitmap"
+	xdpflowVarSaddrMask4         = "saddr_mask4"
+	xdpflowVarSaddrMask6         = "saddr_mask6"
+	xdpflowVarSaddrPrefix4       = "saddr_prefix4"
+	xdpflowVarSaddrPrefix6       = "saddr_prefix6"
+	xdpflowVarUnusedCidrKey      = "unused_cidr_key"
+	xdpflowVarUnusedCidrValue    = "unused_cidr_value"
 	xdpflowVarUnusedEvictMsg     = "unused_evict_msg"
 	xdpflowVarUnusedStat         = "unused_stat"
 	xdpflowVarUnusedTriggerEvent = "unused_trigger_event"
@@ -139,6 +174,7 @@ type xdpflowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowMapSpecs struct {
+	Cidrs  *ebpf.MapSpec `ebpf:"cidrs"`
 	Events *ebpf.MapSpec `ebpf:"events"`
 	Flows  *ebpf.MapSpec `ebpf:"flows"`
 	Stats  *ebpf.MapSpec `ebpf:"stats"`
@@ -149,13 +185,32 @@ type xdpflowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
+	CidrDaddr          *ebpf.VariableSpec `ebpf:"cidr_daddr"`
+	CidrOther          *ebpf.VariableSpec `ebpf:"cidr_other"`
+	CidrSaddr          *ebpf.VariableSpec `ebpf:"cidr_saddr"`
 	CountTcp           *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp           *ebpf.VariableSpec `ebpf:"count_udp"`
+	DaddrMask4         *ebpf.VariableSpec `ebpf:"daddr_mask4"`
+	DaddrMask6         *ebpf.VariableSpec `ebpf:"daddr_mask6"`
+	DaddrPrefix4       *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
+	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
+	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
+	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
+	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
+	KeepProto          *ebpf.VariableSpec `ebpf:"keep_proto"`
+	KeepSaddr          *ebpf.VariableSpec `ebpf:"keep_saddr"`
+	KeepSport          *ebpf.VariableSpec `ebpf:"keep_sport"`
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	SaddrMask4         *ebpf.VariableSpec `ebpf:"saddr_mask4"`
+	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
+	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
+	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -181,6 +236,7 @@ func (o *xdpflowObjects) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowMaps struct {
+	Cidrs  *ebpf.Map `ebpf:"cidrs"`
 	Events *ebpf.Map `ebpf:"events"`
 	Flows  *ebpf.Map `ebpf:"flows"`
 	Stats  *ebpf.Map `ebpf:"stats"`
@@ -188,6 +244,7 @@ type xdpflowMaps struct {
 
 func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
+		m.Cidrs,
 		m.Events,
 		m.Flows,
 		m.Stats,
@@ -199,13 +256,32 @@ func (m *xdpflowMaps) Close() error {
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
+	CidrDaddr          *ebpf.Variable `ebpf:"cidr_daddr"`
+	CidrOther          *ebpf.Variable `ebpf:"cidr_other"`
+	CidrSaddr          *ebpf.Variable `ebpf:"cidr_saddr"`
 	CountTcp           *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp           *ebpf.Variable `ebpf:"count_udp"`
+	DaddrMask4         *ebpf.Variable `ebpf:"daddr_mask4"`
+	DaddrMask6         *ebpf.Variable `ebpf:"daddr_mask6"`
+	DaddrPrefix4       *ebpf.Variable `ebpf:"daddr_prefix4"`
+	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
+	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
+	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
+	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
+	KeepProto          *ebpf.Variable `ebpf:"keep_proto"`
+	KeepSaddr          *ebpf.Variable `ebpf:"keep_saddr"`
+	KeepSport          *ebpf.Variable `ebpf:"keep_sport"`
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.Variable `ebpf:"port_bitmap"`
+	SaddrMask4         *ebpf.Variable `ebpf:"saddr_mask4"`
+	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
+	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
+	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.Variable `ebpf:"unused_trigger_event"`

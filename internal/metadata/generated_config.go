@@ -12,12 +12,17 @@ import (
 type XdpflowBytesMetricAttributeKey string
 
 const (
-	XdpflowBytesMetricAttributeKeySourceAddress        XdpflowBytesMetricAttributeKey = "source.address"
-	XdpflowBytesMetricAttributeKeySourcePort           XdpflowBytesMetricAttributeKey = "source.port"
-	XdpflowBytesMetricAttributeKeyDestinationPort      XdpflowBytesMetricAttributeKey = "destination.port"
-	XdpflowBytesMetricAttributeKeyNetworkTransport     XdpflowBytesMetricAttributeKey = "network.transport"
-	XdpflowBytesMetricAttributeKeyNetworkType          XdpflowBytesMetricAttributeKey = "network.type"
-	XdpflowBytesMetricAttributeKeyNetworkInterfaceName XdpflowBytesMetricAttributeKey = "network.interface.name"
+	XdpflowBytesMetricAttributeKeySourceAddress              XdpflowBytesMetricAttributeKey = "source.address"
+	XdpflowBytesMetricAttributeKeySourcePort                 XdpflowBytesMetricAttributeKey = "source.port"
+	XdpflowBytesMetricAttributeKeyDestinationAddress         XdpflowBytesMetricAttributeKey = "destination.address"
+	XdpflowBytesMetricAttributeKeyDestinationPort            XdpflowBytesMetricAttributeKey = "destination.port"
+	XdpflowBytesMetricAttributeKeyNetworkTransport           XdpflowBytesMetricAttributeKey = "network.transport"
+	XdpflowBytesMetricAttributeKeyNetworkType                XdpflowBytesMetricAttributeKey = "network.type"
+	XdpflowBytesMetricAttributeKeyNetworkInterfaceName       XdpflowBytesMetricAttributeKey = "network.interface.name"
+	XdpflowBytesMetricAttributeKeyXdpflowSourceCidr          XdpflowBytesMetricAttributeKey = "xdpflow.source.cidr"
+	XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName      XdpflowBytesMetricAttributeKey = "xdpflow.source.cidr.name"
+	XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr     XdpflowBytesMetricAttributeKey = "xdpflow.destination.cidr"
+	XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName XdpflowBytesMetricAttributeKey = "xdpflow.destination.cidr.name"
 )
 
 // XdpflowBytesMetricConfig provides config for the xdpflow.bytes metric.
@@ -46,9 +51,9 @@ func (ms *XdpflowBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *XdpflowBytesMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName:
+		case XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName:
 		default:
-			return fmt.Errorf("metric xdpflow.bytes doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.port, network.transport, network.type, network.interface.name]", val)
+			return fmt.Errorf("metric xdpflow.bytes doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
 		}
 	}
 
@@ -145,12 +150,17 @@ func (ms *XdpflowOverflowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) er
 type XdpflowPacketsMetricAttributeKey string
 
 const (
-	XdpflowPacketsMetricAttributeKeySourceAddress        XdpflowPacketsMetricAttributeKey = "source.address"
-	XdpflowPacketsMetricAttributeKeySourcePort           XdpflowPacketsMetricAttributeKey = "source.port"
-	XdpflowPacketsMetricAttributeKeyDestinationPort      XdpflowPacketsMetricAttributeKey = "destination.port"
-	XdpflowPacketsMetricAttributeKeyNetworkTransport     XdpflowPacketsMetricAttributeKey = "network.transport"
-	XdpflowPacketsMetricAttributeKeyNetworkType          XdpflowPacketsMetricAttributeKey = "network.type"
-	XdpflowPacketsMetricAttributeKeyNetworkInterfaceName XdpflowPacketsMetricAttributeKey = "network.interface.name"
+	XdpflowPacketsMetricAttributeKeySourceAddress              XdpflowPacketsMetricAttributeKey = "source.address"
+	XdpflowPacketsMetricAttributeKeySourcePort                 XdpflowPacketsMetricAttributeKey = "source.port"
+	XdpflowPacketsMetricAttributeKeyDestinationAddress         XdpflowPacketsMetricAttributeKey = "destination.address"
+	XdpflowPacketsMetricAttributeKeyDestinationPort            XdpflowPacketsMetricAttributeKey = "destination.port"
+	XdpflowPacketsMetricAttributeKeyNetworkTransport           XdpflowPacketsMetricAttributeKey = "network.transport"
+	XdpflowPacketsMetricAttributeKeyNetworkType                XdpflowPacketsMetricAttributeKey = "network.type"
+	XdpflowPacketsMetricAttributeKeyNetworkInterfaceName       XdpflowPacketsMetricAttributeKey = "network.interface.name"
+	XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr          XdpflowPacketsMetricAttributeKey = "xdpflow.source.cidr"
+	XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName      XdpflowPacketsMetricAttributeKey = "xdpflow.source.cidr.name"
+	XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr     XdpflowPacketsMetricAttributeKey = "xdpflow.destination.cidr"
+	XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName XdpflowPacketsMetricAttributeKey = "xdpflow.destination.cidr.name"
 )
 
 // XdpflowPacketsMetricConfig provides config for the xdpflow.packets metric.
@@ -179,9 +189,9 @@ func (ms *XdpflowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *XdpflowPacketsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName:
+		case XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName:
 		default:
-			return fmt.Errorf("metric xdpflow.packets doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.port, network.transport, network.type, network.interface.name]", val)
+			return fmt.Errorf("metric xdpflow.packets doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
 		}
 	}
 

@@ -103,7 +103,7 @@ var MapAttributeNetworkType = map[string]AttributeNetworkType{
 var MetricsInfo = metricsInfo{
 	XdpflowBytes: metricInfo{
 		Name:       "xdpflow.bytes",
-		Attributes: []string{"source.address", "source.port", "destination.port", "network.transport", "network.type", "network.interface.name"},
+		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
 	},
 	XdpflowConnections: metricInfo{
 		Name: "xdpflow.connections",
@@ -119,7 +119,7 @@ var MetricsInfo = metricsInfo{
 	},
 	XdpflowPackets: metricInfo{
 		Name:       "xdpflow.packets",
-		Attributes: []string{"source.address", "source.port", "destination.port", "network.transport", "network.type", "network.interface.name"},
+		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
 	},
 }
 
@@ -156,7 +156,7 @@ func (m *metricXdpflowBytes) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string) {
+func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -170,6 +170,9 @@ func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon
 	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeySourcePort) {
 		dp.Attributes().PutInt("source.port", sourcePortAttributeValue)
 	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyDestinationAddress) {
+		dp.Attributes().PutStr("destination.address", destinationAddressAttributeValue)
+	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyDestinationPort) {
 		dp.Attributes().PutInt("destination.port", destinationPortAttributeValue)
 	}
@@ -181,6 +184,18 @@ func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyNetworkInterfaceName) {
 		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr) {
+		dp.Attributes().PutStr("xdpflow.source.cidr", xdpflowSourceCidrAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName) {
+		dp.Attributes().PutStr("xdpflow.source.cidr.name", xdpflowSourceCidrNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr) {
+		dp.Attributes().PutStr("xdpflow.destination.cidr", xdpflowDestinationCidrAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName) {
+		dp.Attributes().PutStr("xdpflow.destination.cidr.name", xdpflowDestinationCidrNameAttributeValue)
 	}
 
 	var s string
@@ -468,7 +483,7 @@ func (m *metricXdpflowPackets) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string) {
+func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -482,6 +497,9 @@ func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeySourcePort) {
 		dp.Attributes().PutInt("source.port", sourcePortAttributeValue)
 	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyDestinationAddress) {
+		dp.Attributes().PutStr("destination.address", destinationAddressAttributeValue)
+	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyDestinationPort) {
 		dp.Attributes().PutInt("destination.port", destinationPortAttributeValue)
 	}
@@ -493,6 +511,18 @@ func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName) {
 		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr) {
+		dp.Attributes().PutStr("xdpflow.source.cidr", xdpflowSourceCidrAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName) {
+		dp.Attributes().PutStr("xdpflow.source.cidr.name", xdpflowSourceCidrNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr) {
+		dp.Attributes().PutStr("xdpflow.destination.cidr", xdpflowDestinationCidrAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName) {
+		dp.Attributes().PutStr("xdpflow.destination.cidr.name", xdpflowDestinationCidrNameAttributeValue)
 	}
 
 	var s string
@@ -693,8 +723,8 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 }
 
 // RecordXdpflowBytesDataPoint adds a data point to xdpflow.bytes metric.
-func (mb *MetricsBuilder) RecordXdpflowBytesDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string) {
-	mb.metricXdpflowBytes.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordXdpflowBytesDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+	mb.metricXdpflowBytes.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
 }
 
 // RecordXdpflowConnectionsDataPoint adds a data point to xdpflow.connections metric.
@@ -718,8 +748,8 @@ func (mb *MetricsBuilder) RecordXdpflowOverflowPacketsDataPoint(ts pcommon.Times
 }
 
 // RecordXdpflowPacketsDataPoint adds a data point to xdpflow.packets metric.
-func (mb *MetricsBuilder) RecordXdpflowPacketsDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string) {
-	mb.metricXdpflowPackets.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordXdpflowPacketsDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+	mb.metricXdpflowPackets.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

@@ -70,9 +70,9 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordXdpflowBytesDataPoint(ts, 1, "source.address-val", 11, 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val")
+			mb.RecordXdpflowBytesDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordXdpflowBytesDataPoint(ts, 3, "source.address-val-2", 12, 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2")
+				mb.RecordXdpflowBytesDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -88,9 +88,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordXdpflowOverflowPacketsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordXdpflowPacketsDataPoint(ts, 1, "source.address-val", 11, 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val")
+			mb.RecordXdpflowPacketsDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordXdpflowPacketsDataPoint(ts, 3, "source.address-val-2", 12, 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2")
+				mb.RecordXdpflowPacketsDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
 			}
 
 			res := pcommon.NewResource()
@@ -185,6 +185,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("source.port")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("destination.address")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("destination.port")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.transport")
@@ -192,6 +194,14 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("network.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.source.cidr")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.source.cidr.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.destination.cidr")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.destination.cidr.name")
 						assert.False(t, ok)
 					}
 				case "xdpflow.connections":
@@ -308,6 +318,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("source.port")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("destination.address")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("destination.port")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.transport")
@@ -315,6 +327,14 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("network.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.source.cidr")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.source.cidr.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.destination.cidr")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("xdpflow.destination.cidr.name")
 						assert.False(t, ok)
 					}
 				}

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type floorCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type floorCidrValue struct {
+	_      structs.HostLayout
+	Mask   [4]uint32
+	Prefix uint8
+	Pad    [3]uint8
+}
+
 type floorFlowCounters struct {
 	_           structs.HostLayout
 	Packets     uint64
@@ -24,12 +37,14 @@ type floorFlowCounters struct {
 type floorFlowKey struct {
 	_       structs.HostLayout
 	Saddr   [16]uint8
+	Daddr   [16]uint8
 	Ifindex uint32
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
 	Family  uint8
-	Pad     uint16
+	Sprefix uint8
+	Dprefix uint8
 }
 
 type floorFlowValue struct {
@@ -66,6 +81,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	floorMapCidrs                 = "cidrs"
 	floorMapEvents                = "events"
 	floorMapFlows                 = "flows"
 	floorMapSmallFlows            = "small_flows"
@@ -79,14 +95,33 @@ const (
 	floorProgXdpflow              = "xdpflow"
 	floorProgXdpflowEvict         = "xdpflow_evict"
 	floorVarAllPorts              = "all_ports"
+	floorVarCidrDaddr             = "cidr_daddr"
+	floorVarCidrOther             = "cidr_other"
+	floorVarCidrSaddr             = "cidr_saddr"
 	floorVarCountTcp              = "count_tcp"
 	floorVarCountUdp              = "count_udp"
 	floorVarCsumValid             = "csum_valid"
+	floorVarDaddrMask4            = "daddr_mask4"
+	floorVarDaddrMask6            = "daddr_mask6"
+	floorVarDaddrPrefix4          = "daddr_prefix4"
+	floorVarDaddrPrefix6          = "daddr_prefix6"
 	floorVarEvictions             = "evictions"
 	floorVarFullMark              = "full_mark"
+	floorVarKeepDaddr             = "keep_daddr"
+	floorVarKeepDport             = "keep_dport"
+	floorVarKeepIfindex           = "keep_ifindex"
+	floorVarKeepProto             = "keep_proto"
+	floorVarKeepSaddr             = "keep_saddr"
+	floorVarKeepSport             = "keep_sport"
 	floorVarNewConnections        = "new_connections"
 	floorVarNewConnsPerEvent      = "new_conns_per_event"
 	floorVarPortBitmap            = "port_bitmap"
+	floorVarSaddrMask4            = "saddr_mask4"
+	floorVarSaddrMask6            = "saddr_mask6"
+	floorVarSaddrPrefix4          = "saddr_prefix4"
+	floorVarSaddrPrefix6          = "saddr_prefix6"
+	floorVarUnusedCidrKey         = "unused_cidr_key"
+	floorVarUnusedCidrValue       = "unused_cidr_value"
 	floorVarUnusedEvictMsg        = "unused_evict_msg"
 	floorVarUnusedStat            = "unused_stat"
 	floorVarUnusedTriggerEvent    = "unused_trigger_event"
@@ -148,6 +183,7 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
+	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
 	SmallFlows *ebpf.MapSpec `ebpf:"small_flows"`
@@ -159,14 +195,33 @@ type floorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
+	CidrDaddr          *ebpf.VariableSpec `ebpf:"cidr_daddr"`
+	CidrOther          *ebpf.VariableSpec `ebpf:"cidr_other"`
+	CidrSaddr          *ebpf.VariableSpec `ebpf:"cidr_saddr"`
 	CountTcp           *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp           *ebpf.VariableSpec `ebpf:"count_udp"`
 	CsumValid          *ebpf.VariableSpec `ebpf:"csum_valid"`
+	DaddrMask4         *ebpf.VariableSpec `ebpf:"daddr_mask4"`
+	DaddrMask6         *ebpf.VariableSpec `ebpf:"daddr_mask6"`
+	DaddrPrefix4       *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
+	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
+	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
+	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
+	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
+	KeepProto          *ebpf.VariableSpec `ebpf:"keep_proto"`
+	KeepSaddr          *ebpf.VariableSpec `ebpf:"keep_saddr"`
+	KeepSport          *ebpf.VariableSpec `ebpf:"keep_sport"`
 	NewConnections     *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	SaddrMask4         *ebpf.VariableSpec `ebpf:"saddr_mask4"`
+	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
+	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
+	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -192,6 +247,7 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
+	Cidrs      *ebpf.Map `ebpf:"cidrs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
 	SmallFlows *ebpf.Map `ebpf:"small_flows"`
@@ -200,6 +256,7 @@ type floorMaps struct {
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
+		m.Cidrs,
 		m.Events,
 		m.Flows,
 		m.SmallFlows,
@@ -212,14 +269,33 @@ func (m *floorMaps) Close() error {
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
+	CidrDaddr          *ebpf.Variable `ebpf:"cidr_daddr"`
+	CidrOther          *ebpf.Variable `ebpf:"cidr_other"`
+	CidrSaddr          *ebpf.Variable `ebpf:"cidr_saddr"`
 	CountTcp           *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp           *ebpf.Variable `ebpf:"count_udp"`
 	CsumValid          *ebpf.Variable `ebpf:"csum_valid"`
+	DaddrMask4         *ebpf.Variable `ebpf:"daddr_mask4"`
+	DaddrMask6         *ebpf.Variable `ebpf:"daddr_mask6"`
+	DaddrPrefix4       *ebpf.Variable `ebpf:"daddr_prefix4"`
+	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
+	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
+	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
+	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
+	KeepProto          *ebpf.Variable `ebpf:"keep_proto"`
+	KeepSaddr          *ebpf.Variable `ebpf:"keep_saddr"`
+	KeepSport          *ebpf.Variable `ebpf:"keep_sport"`
 	NewConnections     *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent   *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap         *ebpf.Variable `ebpf:"port_bitmap"`
+	SaddrMask4         *ebpf.Variable `ebpf:"saddr_mask4"`
+	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
+	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
+	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.Variable `ebpf:"unused_trigger_event"`

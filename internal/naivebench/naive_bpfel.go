@@ -13,15 +13,30 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type naiveCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
+type naiveCidrValue struct {
+	_      structs.HostLayout
+	Mask   [4]uint32
+	Prefix uint8
+	Pad    [3]uint8
+}
+
 type naiveFlowKey struct {
 	_       structs.HostLayout
 	Saddr   [16]uint8
+	Daddr   [16]uint8
 	Ifindex uint32
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
 	Family  uint8
-	Pad     uint16
+	Sprefix uint8
+	Dprefix uint8
 }
 
 type naiveFlowValue struct {
@@ -52,6 +67,7 @@ type naiveNaiveValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	naiveMapCidrs               = "cidrs"
 	naiveMapEvents              = "events"
 	naiveMapFlows               = "flows"
 	naiveMapNaiveEvents         = "naive_events"
@@ -61,14 +77,33 @@ const (
 	naiveProgXdpflow            = "xdpflow"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
 	naiveVarAllPorts            = "all_ports"
+	naiveVarCidrDaddr           = "cidr_daddr"
+	naiveVarCidrOther           = "cidr_other"
+	naiveVarCidrSaddr           = "cidr_saddr"
 	naiveVarCountTcp            = "count_tcp"
 	naiveVarCountUdp            = "count_udp"
+	naiveVarDaddrMask4          = "daddr_mask4"
+	naiveVarDaddrMask6          = "daddr_mask6"
+	naiveVarDaddrPrefix4        = "daddr_prefix4"
+	naiveVarDaddrPrefix6        = "daddr_prefix6"
 	naiveVarEvictions           = "evictions"
 	naiveVarFullMark            = "full_mark"
+	naiveVarKeepDaddr           = "keep_daddr"
+	naiveVarKeepDport           = "keep_dport"
+	naiveVarKeepIfindex         = "keep_ifindex"
+	naiveVarKeepProto           = "keep_proto"
+	naiveVarKeepSaddr           = "keep_saddr"
+	naiveVarKeepSport           = "keep_sport"
 	naiveVarNaiveNewConnections = "naive_new_connections"
 	naiveVarNewConnections      = "new_connections"
 	naiveVarNewConnsPerEvent    = "new_conns_per_event"
 	naiveVarPortBitmap          = "port_bitmap"
+	naiveVarSaddrMask4          = "saddr_mask4"
+	naiveVarSaddrMask6          = "saddr_mask6"
+	naiveVarSaddrPrefix4        = "saddr_prefix4"
+	naiveVarSaddrPrefix6        = "saddr_prefix6"
+	naiveVarUnusedCidrKey       = "unused_cidr_key"
+	naiveVarUnusedCidrValue     = "unused_cidr_value"
 	naiveVarUnusedEvictMsg      = "unused_evict_msg"
 	naiveVarUnusedStat          = "unused_stat"
 	naiveVarUnusedTriggerEvent  = "unused_trigger_event"
@@ -125,6 +160,7 @@ type naiveProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveMapSpecs struct {
+	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	NaiveEvents *ebpf.MapSpec `ebpf:"naive_events"`
@@ -137,14 +173,33 @@ type naiveMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveVariableSpecs struct {
 	AllPorts            *ebpf.VariableSpec `ebpf:"all_ports"`
+	CidrDaddr           *ebpf.VariableSpec `ebpf:"cidr_daddr"`
+	CidrOther           *ebpf.VariableSpec `ebpf:"cidr_other"`
+	CidrSaddr           *ebpf.VariableSpec `ebpf:"cidr_saddr"`
 	CountTcp            *ebpf.VariableSpec `ebpf:"count_tcp"`
 	CountUdp            *ebpf.VariableSpec `ebpf:"count_udp"`
+	DaddrMask4          *ebpf.VariableSpec `ebpf:"daddr_mask4"`
+	DaddrMask6          *ebpf.VariableSpec `ebpf:"daddr_mask6"`
+	DaddrPrefix4        *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
+	DaddrPrefix6        *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions           *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark            *ebpf.VariableSpec `ebpf:"full_mark"`
+	KeepDaddr           *ebpf.VariableSpec `ebpf:"keep_daddr"`
+	KeepDport           *ebpf.VariableSpec `ebpf:"keep_dport"`
+	KeepIfindex         *ebpf.VariableSpec `ebpf:"keep_ifindex"`
+	KeepProto           *ebpf.VariableSpec `ebpf:"keep_proto"`
+	KeepSaddr           *ebpf.VariableSpec `ebpf:"keep_saddr"`
+	KeepSport           *ebpf.VariableSpec `ebpf:"keep_sport"`
 	NaiveNewConnections *ebpf.VariableSpec `ebpf:"naive_new_connections"`
 	NewConnections      *ebpf.VariableSpec `ebpf:"new_connections"`
 	NewConnsPerEvent    *ebpf.VariableSpec `ebpf:"new_conns_per_event"`
 	PortBitmap          *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	SaddrMask4          *ebpf.VariableSpec `ebpf:"saddr_mask4"`
+	SaddrMask6          *ebpf.VariableSpec `ebpf:"saddr_mask6"`
+	SaddrPrefix4        *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
+	SaddrPrefix6        *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedCidrKey       *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedCidrValue     *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg      *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat          *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent  *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -170,6 +225,7 @@ func (o *naiveObjects) Close() error {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveMaps struct {
+	Cidrs       *ebpf.Map `ebpf:"cidrs"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	NaiveEvents *ebpf.Map `ebpf:"naive_events"`
@@ -179,6 +235,7 @@ type naiveMaps struct {
 
 func (m *naiveMaps) Close() error {
 	return _NaiveClose(
+		m.Cidrs,
 		m.Events,
 		m.Flows,
 		m.NaiveEvents,
@@ -192,14 +249,33 @@ func (m *naiveMaps) Close() error {
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveVariables struct {
 	AllPorts            *ebpf.Variable `ebpf:"all_ports"`
+	CidrDaddr           *ebpf.Variable `ebpf:"cidr_daddr"`
+	CidrOther           *ebpf.Variable `ebpf:"cidr_other"`
+	CidrSaddr           *ebpf.Variable `ebpf:"cidr_saddr"`
 	CountTcp            *ebpf.Variable `ebpf:"count_tcp"`
 	CountUdp            *ebpf.Variable `ebpf:"count_udp"`
+	DaddrMask4          *ebpf.Variable `ebpf:"daddr_mask4"`
+	DaddrMask6          *ebpf.Variable `ebpf:"daddr_mask6"`
+	DaddrPrefix4        *ebpf.Variable `ebpf:"daddr_prefix4"`
+	DaddrPrefix6        *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions           *ebpf.Variable `ebpf:"evictions"`
 	FullMark            *ebpf.Variable `ebpf:"full_mark"`
+	KeepDaddr           *ebpf.Variable `ebpf:"keep_daddr"`
+	KeepDport           *ebpf.Variable `ebpf:"keep_dport"`
+	KeepIfindex         *ebpf.Variable `ebpf:"keep_ifindex"`
+	KeepProto           *ebpf.Variable `ebpf:"keep_proto"`
+	KeepSaddr           *ebpf.Variable `ebpf:"keep_saddr"`
+	KeepSport           *ebpf.Variable `ebpf:"keep_sport"`
 	NaiveNewConnections *ebpf.Variable `ebpf:"naive_new_connections"`
 	NewConnections      *ebpf.Variable `ebpf:"new_connections"`
 	NewConnsPerEvent    *ebpf.Variable `ebpf:"new_conns_per_event"`
 	PortBitmap          *ebpf.Variable `ebpf:"port_bitmap"`
+	SaddrMask4          *ebpf.Variable `ebpf:"saddr_mask4"`
+	SaddrMask6          *ebpf.Variable `ebpf:"saddr_mask6"`
+	SaddrPrefix4        *ebpf.Variable `ebpf:"saddr_prefix4"`
+	SaddrPrefix6        *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedCidrKey       *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedCidrValue     *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg      *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat          *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent  *ebpf.Variable `ebpf:"unused_trigger_event"`
