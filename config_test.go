@@ -1,6 +1,7 @@
 package xdpflowreceiver
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
 	"github.com/xdpflow/xdpflowreceiver/internal/metadata"
 )
 
@@ -221,4 +223,15 @@ func TestInterfacesMatchNamesAndPatternsButNotExclusions(t *testing.T) {
 	assert.Empty(t, cfg.missingInterfaces(map[string]int{"lo": 1, "eth0": 2}, nil))
 	assert.Equal(t, []string{"lo"}, cfg.missingInterfaces(map[string]int{"lo": 1}, []string{"lo"}), "attached, but gone with the interface")
 	assert.Equal(t, []string{"lo"}, cfg.missingInterfaces(map[string]int{"eth0": 2}, nil))
+}
+
+func TestValidateRejectsMoreCIDRsThanTheKernelHolds(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.SourceAddress.MatchCIDRs = true
+	for i := range datapath.MaxCIDRs + 1 {
+		cfg.CIDRs = append(cfg.CIDRs, NamedCIDR{CIDR: fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)})
+	}
+	require.EqualError(t, cfg.Validate(), "cidrs: 16385 are more than the 16384 the kernel table holds")
+	cfg.CIDRs = cfg.CIDRs[:datapath.MaxCIDRs]
+	require.NoError(t, cfg.Validate())
 }
