@@ -180,7 +180,7 @@ func (r *xdpflowReceiver) loop(ctx context.Context) {
 func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	began := time.Now()
 	r.lastTaken = began
-	s, err := r.collect()
+	s, err := r.collect(ctx)
 	if cause != causeShutdown {
 		r.health.report(snapshotHealth(err, r.missingInterfaces(ctx)))
 	}
@@ -194,16 +194,24 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 	// After a refused part the rest of the snapshot is not built: the
 	// next snapshot carries every value again, so nothing is lost and
 	// memory is not spent on parts that would be refused too.
+	var building, exporting time.Duration
 	for from := 0; failed == nil && (from == 0 || from < total); from += maxFlowsPerExport {
+		built := time.Now()
 		md := r.builder.build(&s, from, min(from+maxFlowsPerExport, total))
+		exported := time.Now()
 		failed = r.export(ctx, md)
+		building += exported.Sub(built)
+		exporting += time.Since(exported)
 	}
+	r.telemetry.recordPhase(ctx, phaseBuild, building)
+	r.telemetry.recordPhase(ctx, phaseExport, exporting)
+	r.telemetry.recordTable(ctx, r.cfg.MaxConnections, s.connections)
 	r.telemetry.recordSnapshot(cause, time.Since(began))
 	if failed != nil {
 		r.telemetry.XdpflowExportFailures.Add(ctx, 1)
 		r.set.Logger.Warn("Next consumer refused (part of) the snapshot; evicted connections are sent again with the next one",
 			zap.String("cause", cause), zap.Int("connections", total), zap.Error(failed))
-		r.boundEvicted()
+		r.boundEvicted(ctx)
 		return
 	}
 	r.evicted.Reset()
@@ -224,12 +232,14 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 // the ones read before, are exported ("Lossless eviction" in bpf/xdpflow.c
 // says why). Final values stay in r.evicted until the next consumer accepts
 // them, so a failing export does not lose them either.
-func (r *xdpflowReceiver) collect() (snapshot, error) {
+func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	r.waitForNextStamp()
 	r.learnInterfaceNames()
+	read := time.Now()
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
 	}
+	r.telemetry.recordPhase(ctx, phaseRead, time.Since(read))
 	clock, err := r.measureClock()
 	if err != nil {
 		return snapshot{}, err
@@ -240,10 +250,12 @@ func (r *xdpflowReceiver) collect() (snapshot, error) {
 	}
 	now := time.Now()
 	carried := r.evicted.Len() // final counts a failed export left
+	evict := time.Now()
 	r.moveIdle(idleBefore(clock.KernelNs(now), r.cfg.IdleTimeout))
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
 	}
+	r.telemetry.recordPhase(ctx, phaseEvict, time.Since(evict))
 	stats, err := r.src.Stats()
 	if err != nil {
 		return snapshot{}, err
@@ -322,11 +334,12 @@ func (r *xdpflowReceiver) moveIdle(idleBefore uint64) {
 // boundEvicted keeps at most max_connections evicted flows waiting for a
 // successful export, dropping the oldest, so a consumer that fails for
 // long cannot grow memory without bound.
-func (r *xdpflowReceiver) boundEvicted() {
+func (r *xdpflowReceiver) boundEvicted(ctx context.Context) {
 	excess := r.evicted.Len() - r.cfg.MaxConnections
 	if excess <= 0 {
 		return
 	}
+	r.telemetry.XdpflowEvictedDropped.Add(ctx, int64(excess))
 	r.set.Logger.Error("Dropping final counts of evicted connections: the next consumer has refused them for too long",
 		zap.Int("dropped_connections", excess))
 	r.evicted.Keys = append(r.evicted.Keys[:0], r.evicted.Keys[excess:]...)

@@ -475,6 +475,46 @@ func TestSelfTelemetry(t *testing.T) {
 	failures, err := tel.GetMetric("otelcol_xdpflow_export_failures")
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), failures.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
+
+	phases, err := tel.GetMetric("otelcol_xdpflow_snapshot_phase_duration")
+	require.NoError(t, err)
+	byPhase := map[string]uint64{}
+	for _, dp := range phases.Data.(metricdata.Histogram[float64]).DataPoints {
+		phase, _ := dp.Attributes.Value("phase")
+		byPhase[phase.AsString()] = dp.Count
+	}
+	assert.Equal(t, map[string]uint64{phaseRead: recorded, phaseEvict: recorded, phaseBuild: recorded, phaseExport: recorded}, byPhase,
+		"every phase of every snapshot")
+	for name, want := range map[string]int64{
+		"otelcol_xdpflow_flow_table_capacity": int64(fastConfig().MaxConnections),
+		"otelcol_xdpflow_flow_table_entries":  int64(len(src.table)),
+	} {
+		m, err := tel.GetMetric(name)
+		require.NoError(t, err)
+		assert.Equal(t, want, m.Data.(metricdata.Gauge[int64]).DataPoints[0].Value, name)
+	}
+}
+
+// Final counts that wait longer than max_connections of them can are
+// dropped, and counted.
+func TestDroppedFinalCountsAreCounted(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	set := receivertest.NewNopSettings(NewFactory().Type())
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	cfg := fastConfig()
+	cfg.MaxConnections = 2
+	r, err := newReceiver(set, cfg, &gatedConsumer{}, func(*Config, *zap.Logger) (flowSource, error) { return newFakeSource(), nil })
+	require.NoError(t, err)
+	for i := range 5 {
+		r.evicted.Append(testKey("198.51.100.1", uint16(40000+i), 8080, datapath.UDP, 2), datapath.FlowValue{Packets: 1})
+	}
+	r.boundEvicted(context.Background())
+	assert.Equal(t, 2, r.evicted.Len(), "the newest max_connections kept")
+	assert.Equal(t, uint16(40003), r.evicted.Keys[0].SrcPort)
+	dropped, err := tel.GetMetric("otelcol_xdpflow_evicted_dropped")
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), dropped.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
 }
 
 // Snapshots taken back to back are stamped at least a millisecond apart,

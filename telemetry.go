@@ -18,6 +18,15 @@ var (
 	causeShutdown = metadata.AttributeCauseShutdown.String()
 )
 
+// Phases of a snapshot, recorded as the "phase" attribute of
+// otelcol_xdpflow_snapshot_phase_duration.
+var (
+	phaseRead   = metadata.AttributePhaseRead.String()
+	phaseEvict  = metadata.AttributePhaseEvict.String()
+	phaseBuild  = metadata.AttributePhaseBuild.String()
+	phaseExport = metadata.AttributePhaseExport.String()
+)
+
 // selfTelemetry is the receiver's own telemetry, reported through the
 // collector's TelemetrySettings (e.g. its Prometheus endpoint on :8888).
 // metadata.yaml defines its instruments.
@@ -30,4 +39,15 @@ func (t selfTelemetry) recordSnapshot(cause string, took time.Duration) {
 	attrs := metric.WithAttributes(attribute.String("cause", cause))
 	t.XdpflowSnapshots.Add(ctx, 1, attrs)
 	t.XdpflowSnapshotDuration.Record(ctx, took.Seconds(), attrs)
+}
+
+func (t selfTelemetry) recordPhase(ctx context.Context, phase string, took time.Duration) {
+	t.XdpflowSnapshotPhaseDuration.Record(ctx, took.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+}
+
+// recordTable records the flow table's capacity and the entries left in
+// it after a snapshot's evictions.
+func (t selfTelemetry) recordTable(ctx context.Context, capacity, entries int) {
+	t.XdpflowFlowTableCapacity.Record(ctx, int64(capacity))
+	t.XdpflowFlowTableEntries.Record(ctx, int64(entries))
 }

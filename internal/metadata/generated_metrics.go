@@ -100,6 +100,40 @@ var MapAttributeNetworkType = map[string]AttributeNetworkType{
 	"ipv6": AttributeNetworkTypeIpv6,
 }
 
+// AttributePhase specifies the value phase attribute.
+type AttributePhase int
+
+const (
+	_ AttributePhase = iota
+	AttributePhaseRead
+	AttributePhaseEvict
+	AttributePhaseBuild
+	AttributePhaseExport
+)
+
+// String returns the string representation of the AttributePhase.
+func (av AttributePhase) String() string {
+	switch av {
+	case AttributePhaseRead:
+		return "read"
+	case AttributePhaseEvict:
+		return "evict"
+	case AttributePhaseBuild:
+		return "build"
+	case AttributePhaseExport:
+		return "export"
+	}
+	return ""
+}
+
+// MapAttributePhase is a helper map of string to AttributePhase attribute value.
+var MapAttributePhase = map[string]AttributePhase{
+	"read":   AttributePhaseRead,
+	"evict":  AttributePhaseEvict,
+	"build":  AttributePhaseBuild,
+	"export": AttributePhaseExport,
+}
+
 var MetricsInfo = metricsInfo{
 	XdpflowBytes: metricInfo{
 		Name:       "xdpflow.bytes",

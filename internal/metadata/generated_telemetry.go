@@ -23,14 +23,18 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                     metric.Meter
-	mu                        sync.Mutex
-	registrations             []metric.Registration
-	XdpflowExportFailures     metric.Int64Counter
-	XdpflowInterfacesAttached metric.Int64Gauge
-	XdpflowReadFailures       metric.Int64Counter
-	XdpflowSnapshotDuration   metric.Float64Histogram
-	XdpflowSnapshots          metric.Int64Counter
+	meter                        metric.Meter
+	mu                           sync.Mutex
+	registrations                []metric.Registration
+	XdpflowEvictedDropped        metric.Int64Counter
+	XdpflowExportFailures        metric.Int64Counter
+	XdpflowFlowTableCapacity     metric.Int64Gauge
+	XdpflowFlowTableEntries      metric.Int64Gauge
+	XdpflowInterfacesAttached    metric.Int64Gauge
+	XdpflowReadFailures          metric.Int64Counter
+	XdpflowSnapshotDuration      metric.Float64Histogram
+	XdpflowSnapshotPhaseDuration metric.Float64Histogram
+	XdpflowSnapshots             metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -62,10 +66,28 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.XdpflowEvictedDropped, err = builder.meter.Int64Counter(
+		"otelcol_xdpflow_evicted_dropped",
+		metric.WithDescription("Evicted connections whose final counts were dropped because the next consumer refused them for longer than max_connections of them could wait. [Alpha]"),
+		metric.WithUnit("{connection}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.XdpflowExportFailures, err = builder.meter.Int64Counter(
 		"otelcol_xdpflow_export_failures",
 		metric.WithDescription("Snapshots the next consumer refused; their values are sent again with the next snapshot. [Alpha]"),
 		metric.WithUnit("{snapshot}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.XdpflowFlowTableCapacity, err = builder.meter.Int64Gauge(
+		"otelcol_xdpflow_flow_table_capacity",
+		metric.WithDescription("Entries the kernel flow table holds (max_connections); past it, new connections go to xdpflow.overflow. [Alpha]"),
+		metric.WithUnit("{entry}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.XdpflowFlowTableEntries, err = builder.meter.Int64Gauge(
+		"otelcol_xdpflow_flow_table_entries",
+		metric.WithDescription("Entries in the kernel flow table after the last snapshot's evictions; alert before it reaches the capacity. [Alpha]"),
+		metric.WithUnit("{entry}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.XdpflowInterfacesAttached, err = builder.meter.Int64Gauge(
@@ -83,6 +105,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.XdpflowSnapshotDuration, err = builder.meter.Float64Histogram(
 		"otelcol_xdpflow_snapshot_duration",
 		metric.WithDescription("Time to read the flow table, evict idle connections and build the metrics. [Alpha]"),
+		metric.WithUnit("s"),
+	)
+	errs = errors.Join(errs, err)
+	builder.XdpflowSnapshotPhaseDuration, err = builder.meter.Float64Histogram(
+		"otelcol_xdpflow_snapshot_phase_duration",
+		metric.WithDescription("Time a snapshot spent in each phase, by phase (read the table, evict idle entries, build the metrics, export them). [Alpha]"),
 		metric.WithUnit("s"),
 	)
 	errs = errors.Join(errs, err)

@@ -19,12 +19,25 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	tb.XdpflowEvictedDropped.Add(context.Background(), 1)
 	tb.XdpflowExportFailures.Add(context.Background(), 1)
+	tb.XdpflowFlowTableCapacity.Record(context.Background(), 1)
+	tb.XdpflowFlowTableEntries.Record(context.Background(), 1)
 	tb.XdpflowInterfacesAttached.Record(context.Background(), 1)
 	tb.XdpflowReadFailures.Add(context.Background(), 1)
 	tb.XdpflowSnapshotDuration.Record(context.Background(), 1)
+	tb.XdpflowSnapshotPhaseDuration.Record(context.Background(), 1)
 	tb.XdpflowSnapshots.Add(context.Background(), 1)
+	AssertEqualXdpflowEvictedDropped(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualXdpflowExportFailures(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualXdpflowFlowTableCapacity(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualXdpflowFlowTableEntries(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualXdpflowInterfacesAttached(t, testTel,
@@ -34,6 +47,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualXdpflowSnapshotDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualXdpflowSnapshotPhaseDuration(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualXdpflowSnapshots(t, testTel,
