@@ -52,6 +52,16 @@ type Config struct {
 	// it is exported one last time and removed from the flow table; if it
 	// comes back it starts a new series. Default: 5m; at least 1s.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// ExportChangedOnly exports a series only when its counts changed
+	// since its last accepted export, and otherwise every
+	// UnchangedExportInterval; evicted series always get their final
+	// export. Default: false, every series every collection_interval.
+	ExportChangedOnly bool `mapstructure:"export_changed_only"`
+	// UnchangedExportInterval is how often, with ExportChangedOnly, an
+	// unchanged series is exported anyway, so that backends with a
+	// staleness rule keep it (Prometheus: 5m). Default: 4m; at least
+	// collection_interval.
+	UnchangedExportInterval time.Duration `mapstructure:"unchanged_export_interval"`
 	// Attributes are the attributes each series carries, out of
 	// source.address, source.port, destination.address, destination.port,
 	// network.transport and network.interface.name; network.type follows
@@ -115,18 +125,19 @@ func checkPortNumber(p any) error {
 
 func createDefaultConfig() *Config {
 	return &Config{
-		Interfaces:             []string{"lo"},
-		AttachMode:             "auto",
-		Ports:                  []int{8080},
-		Protocols:              []string{"tcp", "udp"},
-		NewConnectionsPerEvent: 5,
-		CollectionInterval:     10 * time.Second,
-		MinSnapshotInterval:    time.Second,
-		MaxConnections:         65536,
-		IdleTimeout:            5 * time.Minute,
-		Attributes:             defaultAttributes(),
-		OutsideCIDRs:           defaultOutsideCIDRs,
-		MetricsBuilderConfig:   metadata.NewDefaultMetricsBuilderConfig(),
+		Interfaces:              []string{"lo"},
+		AttachMode:              "auto",
+		Ports:                   []int{8080},
+		Protocols:               []string{"tcp", "udp"},
+		NewConnectionsPerEvent:  5,
+		CollectionInterval:      10 * time.Second,
+		MinSnapshotInterval:     time.Second,
+		MaxConnections:          65536,
+		IdleTimeout:             5 * time.Minute,
+		UnchangedExportInterval: 4 * time.Minute,
+		Attributes:              defaultAttributes(),
+		OutsideCIDRs:            defaultOutsideCIDRs,
+		MetricsBuilderConfig:    metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
 
@@ -189,6 +200,9 @@ func (c *Config) Validate() error {
 		add("min_snapshot_interval: %s is too short (at least %s, e.g. 1s)", c.MinSnapshotInterval, minInterval)
 	} else if c.CollectionInterval >= minInterval && c.MinSnapshotInterval > c.CollectionInterval {
 		add("min_snapshot_interval: %s must not exceed collection_interval (%s)", c.MinSnapshotInterval, c.CollectionInterval)
+	}
+	if c.CollectionInterval >= minInterval && c.UnchangedExportInterval < c.CollectionInterval {
+		add("unchanged_export_interval: %s must be at least collection_interval (%s)", c.UnchangedExportInterval, c.CollectionInterval)
 	}
 	if c.IdleTimeout < time.Second {
 		add("idle_timeout: %s is too short (at least 1s, e.g. 5m)", c.IdleTimeout)

@@ -52,6 +52,10 @@ type xdpflowReceiver struct {
 	// lastStamp is the latest Timestamp the previous snapshot used.
 	lastStamp time.Time
 	health    healthReporter
+	// changed is nil unless export_changed_only; readNs is the kernel
+	// time the current snapshot's read began.
+	changed *changedFilter
+	readNs  uint64
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
@@ -70,6 +74,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 	return &xdpflowReceiver{
 		cfg: cfg, set: set, next: next, open: open,
 		obsrecv: obsrecv, telemetry: selfTelemetry{tel}, measureClock: datapath.MeasureClockOffset,
+		changed: newChangedFilter(cfg),
 		builder: metricsBuilder{
 			version: set.BuildInfo.Version, metrics: cfg.Metrics,
 			dims: cfg.dimensions(), cidrNames: cfg.cidrNames(),
@@ -215,6 +220,7 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 		return
 	}
 	r.evicted.Reset()
+	r.changed.accept(r.readNs, datapath.MaxLag())
 }
 
 // export hands md to the next consumer, recording the outcome.
@@ -235,7 +241,12 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	r.waitForNextStamp()
 	r.learnInterfaceNames()
+	pre, err := r.measureClock()
+	if err != nil {
+		return snapshot{}, err
+	}
 	read := time.Now()
+	readNs := pre.KernelNs(read)
 	if err := r.src.ReadFlows(&r.flows); err != nil {
 		return snapshot{}, err
 	}
@@ -260,7 +271,10 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: r.flows.Len()}
+	connections := r.flows.Len()
+	r.changed.keep(&r.flows)
+	r.readNs = readNs
+	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: connections}
 	s.later = laterSeries(&s, carried)
 	r.lastStamp = now
 	for _, n := range s.later {

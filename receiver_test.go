@@ -287,7 +287,7 @@ func TestCarriedFinalAndReturningSeriesHaveDistinctTimestamps(t *testing.T) {
 }
 
 // pointsOf returns, in export order, the points of metric name whose
-// source.port is sport.
+// source.port is sport (every point if sport is negative).
 func pointsOf(md pmetric.Metrics, name string, sport int64) []pmetric.NumberDataPoint {
 	var points []pmetric.NumberDataPoint
 	rms := md.ResourceMetrics()
@@ -301,7 +301,7 @@ func pointsOf(md pmetric.Metrics, name string, sport int64) []pmetric.NumberData
 				}
 				dps := ms.At(k).Sum().DataPoints()
 				for l := 0; l < dps.Len(); l++ {
-					if p, ok := dps.At(l).Attributes().Get(attrSourcePort); ok && p.Int() == sport {
+					if p, ok := dps.At(l).Attributes().Get(attrSourcePort); sport < 0 || ok && p.Int() == sport {
 						points = append(points, dps.At(l))
 					}
 				}

@@ -1,0 +1,90 @@
+package xdpflowreceiver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
+)
+
+// With export_changed_only, a changed series is in every snapshot, an
+// unchanged one in exactly one of every 3 accepted snapshots (the
+// unchanged_export_interval is 3 collection intervals), and a refused
+// snapshot loses neither: its changes and its share come again.
+func TestExportChangedOnly(t *testing.T) {
+	const unchanged = 30
+	src := newFakeSource()
+	old := kernelNow() - uint64(2*time.Hour)
+	for i := range unchanged {
+		src.put(testKey("198.51.100.1", uint16(41000+i), 8080, datapath.UDP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: old, LastSeenNs: old})
+	}
+	busy := testKey("198.51.100.2", 40000, 8080, datapath.TCP, 2)
+	touch := func(n uint64) {
+		now := kernelNow()
+		src.put(busy, datapath.FlowValue{Packets: n, Bytes: 100 * n, FirstSeenNs: old, LastSeenNs: now})
+	}
+	cfg := fastConfig()
+	cfg.CollectionInterval = time.Hour // only the snapshots taken below
+	cfg.MinSnapshotInterval = time.Second
+	cfg.IdleTimeout = 24 * time.Hour
+	cfg.ExportChangedOnly = true
+	cfg.UnchangedExportInterval = 3 * time.Hour
+	require.NoError(t, cfg.Validate())
+	next := &gatedConsumer{open: true}
+	r := newTestReceiver(t, cfg, next, src)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+
+	snapshot := func(n uint64) map[int64]int64 {
+		touch(n)
+		before := len(next.AllMetrics())
+		r.takeSnapshot(context.Background(), causeInterval)
+		got := map[int64]int64{}
+		for _, md := range next.AllMetrics()[before:] {
+			for _, dp := range pointsOf(md, metricPackets, -1) {
+				port, _ := dp.Attributes().Get(attrSourcePort)
+				got[port.Int()] = dp.IntValue()
+			}
+		}
+		return got
+	}
+	first := snapshot(1)
+	assert.Len(t, first, unchanged+1, "the first snapshot carries every series")
+
+	seen := map[int64]int{}
+	for n := uint64(2); n <= 7; n++ {
+		got := snapshot(n)
+		assert.Equal(t, int64(n), got[40000], "the changed series, snapshot %d", n)
+		for port := range got {
+			seen[port]++
+		}
+		if n == 4 || n == 7 {
+			for i := range unchanged {
+				assert.Equal(t, (int(n)-1)/3, seen[int64(41000+i)], "unchanged series %d after snapshot %d", i, n)
+			}
+		}
+	}
+
+	// An outage: the refused snapshot's change and share come again.
+	next.mu.Lock()
+	next.open = false
+	next.mu.Unlock()
+	snapshot(8)
+	next.mu.Lock()
+	next.open = true
+	next.mu.Unlock()
+	share := map[int64]int64{40000: 9}
+	for i := range unchanged {
+		if k := testKey("198.51.100.1", uint16(41000+i), 8080, datapath.UDP, 2); r.changed.due(&k) {
+			share[int64(41000+i)] = 1
+		}
+	}
+	after := snapshot(9)
+	assert.Equal(t, share, after, "the change and the share of the refused snapshot")
+	require.NoError(t, r.Shutdown(context.Background()))
+	t.Logf("%d series in the snapshot after the outage (changed + a share of the %d unchanged)", len(after), unchanged)
+}
