@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,9 +82,22 @@ type Config struct {
 	// "address" keeps it (truncated by the prefix lengths), "other" makes
 	// one series of all of them. Default: address.
 	OutsideCIDRs string `mapstructure:"outside_cidrs"`
+	// StateDirectory, a directory on a BPF file system (e.g.
+	// /sys/fs/bpf/xdpflow), keeps each receiver's flow table, statistics
+	// and attachments in a subdirectory named after the receiver, so that
+	// a restarted, upgraded, killed or reconfigured collector takes them
+	// over: no packet between the two processes goes uncounted and every
+	// series keeps its start time. A table made for another program
+	// version, grouping or max_connections is replaced by a new one, with
+	// a warning. Default: "" (nothing outlives the collector).
+	StateDirectory string `mapstructure:"state_directory"`
 	// MetricsBuilderConfig is the "metrics" section: each metric can be
 	// disabled (metrics::<name>::enabled, documentation.md).
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
+
+	// stateDir is StateDirectory's subdirectory of this receiver, set by
+	// newReceiver.
+	stateDir string
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -201,8 +215,11 @@ func (c *Config) Validate() error {
 	} else if c.CollectionInterval >= minInterval && c.MinSnapshotInterval > c.CollectionInterval {
 		add("min_snapshot_interval: %s must not exceed collection_interval (%s)", c.MinSnapshotInterval, c.CollectionInterval)
 	}
-	if c.CollectionInterval >= minInterval && c.UnchangedExportInterval < c.CollectionInterval {
+	if c.ExportChangedOnly && c.CollectionInterval >= minInterval && c.UnchangedExportInterval < c.CollectionInterval {
 		add("unchanged_export_interval: %s must be at least collection_interval (%s)", c.UnchangedExportInterval, c.CollectionInterval)
+	}
+	if c.StateDirectory != "" && !filepath.IsAbs(c.StateDirectory) {
+		add("state_directory: %q is not an absolute path (e.g. /sys/fs/bpf/xdpflow)", c.StateDirectory)
 	}
 	if c.IdleTimeout < time.Second {
 		add("idle_timeout: %s is too short (at least 1s, e.g. 5m)", c.IdleTimeout)
@@ -291,6 +308,7 @@ func (c *Config) datapathOptions() (datapath.Options, datapath.AttachMode) {
 		opts.Protocols = append(opts.Protocols, p)
 	}
 	c.groupingOptions(&opts)
+	opts.StateDir = c.stateDir
 	mode, _ := datapath.ParseAttachMode(c.AttachMode)
 	return opts, mode
 }

@@ -157,7 +157,9 @@ func TestValidateRejects(t *testing.T) {
 			c.CIDRs = []NamedCIDR{{CIDR: "10.0.0.0/8", Name: "other"}}
 		}, `cidrs[0]::name: "other" names the series outside every CIDR (outside_cidrs: other)`},
 		{"outside cidrs", func(c *Config) { c.OutsideCIDRs = "drop" }, `outside_cidrs: "drop" is not one of address, other`},
-		{"unchanged interval below collection", func(c *Config) { c.UnchangedExportInterval = 5 * time.Second },
+		{"relative state directory", func(c *Config) { c.StateDirectory = "bpf/xdpflow" },
+			`state_directory: "bpf/xdpflow" is not an absolute path (e.g. /sys/fs/bpf/xdpflow)`},
+		{"unchanged interval below collection", func(c *Config) { c.ExportChangedOnly = true; c.UnchangedExportInterval = 5 * time.Second },
 			"unchanged_export_interval: 5s must be at least collection_interval (10s)"},
 		{"aggregation strategy", func(c *Config) { c.Metrics.XdpflowBytes.AggregationStrategy = "max" },
 			`metrics::xdpflow.bytes::aggregation_strategy: only "sum" is supported, got "max"`},

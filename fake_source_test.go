@@ -68,6 +68,8 @@ func (f *fakeSource) Attached() map[string]int { return map[string]int{"eth0": 2
 
 func (f *fakeSource) InterfaceNames() map[int]string { return map[int]string{2: "eth0"} }
 
+func (f *fakeSource) State() datapath.StateReport { return datapath.StateReport{} }
+
 func (f *fakeSource) Gone() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -99,6 +99,7 @@ func createReceiver(t *testing.T, cfg *Config, next consumer.Metrics, tel *compo
 	require.NoError(t, cfg.Validate())
 	f := NewFactory()
 	set := receivertest.NewNopSettings(f.Type())
+	set.ID = component.NewID(f.Type()) // as in a collector: stable, for state_directory
 	set.Logger = logger
 	if tel != nil {
 		set.MeterProvider = tel.NewTelemetrySettings().MeterProvider

@@ -59,6 +59,7 @@ type xdpflowReceiver struct {
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
+	cfg = cfg.forInstance(set.ID)
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID:             set.ID,
 		Transport:              "xdp",
@@ -102,6 +103,15 @@ func (r *xdpflowReceiver) Start(_ context.Context, host component.Host) error {
 	r.health.host = host
 	r.builder.clock = clock
 	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
+	if st := src.State(); !st.Started.IsZero() {
+		// A table kept in the state directory: its statistics began when it
+		// was created, and its timestamps convert with the offset of then,
+		// unless the wall clock has stepped since.
+		r.builder.start = pcommon.NewTimestampFromTime(st.Started)
+		if d := clock.Sub(st.Clock); d <= clockStepThreshold && d >= -clockStepThreshold {
+			r.builder.clock = st.Clock
+		}
+	}
 	r.builder.ifnames = map[uint32]string{}
 
 	ctx, cancel := context.WithCancel(context.Background())

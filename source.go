@@ -19,6 +19,8 @@ type flowSource interface {
 	InterfaceNames() map[int]string
 	// Gone lists the attached interfaces that were deleted.
 	Gone() []string
+	// State says what was found in the state directory; zero without one.
+	State() datapath.StateReport
 	DetachAll() error
 	Close() error
 }

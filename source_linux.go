@@ -19,6 +19,7 @@ func openDatapath(cfg *Config, logger *zap.Logger) (flowSource, error) {
 	if err != nil {
 		return nil, err
 	}
+	logState(logger, opts.StateDir, dp.State())
 	for _, iface := range cfg.namedInterfaces() {
 		used, err := dp.Attach(iface, mode)
 		if err != nil {
@@ -26,11 +27,31 @@ func openDatapath(cfg *Config, logger *zap.Logger) (flowSource, error) {
 		}
 		logAttached(logger, iface, used, mode)
 	}
+	if err := dp.ReleaseStaleLinks(cfg.attachable); err != nil {
+		logger.Warn("Failed to detach an interface an earlier collector attached and this one does not", zap.Error(err))
+	}
 	report := func(ev datapath.InterfaceEvent) { logInterfaceEvent(logger, cfg, mode, ev) }
 	if err := dp.Follow(cfg.attachable, mode, report); err != nil {
 		return nil, errors.Join(err, dp.Close())
 	}
 	return dp, nil
+}
+
+// logState says whether the flow table of an earlier collector was taken
+// over from the state directory.
+func logState(logger *zap.Logger, dir string, st datapath.StateReport) {
+	switch {
+	case dir == "":
+	case st.Restored:
+		logger.Info("Flow table taken over from the state directory: counts and start times go on",
+			zap.String("state_directory", dir), zap.Time("table_started", st.Started))
+	case st.Reason != "":
+		logger.Warn("Starting a new flow table in the state directory: "+st.Reason,
+			zap.String("state_directory", dir))
+	default:
+		logger.Info("Flow table pinned in the state directory: a restarted collector takes it over",
+			zap.String("state_directory", dir))
+	}
 }
 
 func logAttached(logger *zap.Logger, iface string, used, requested datapath.AttachMode) {

@@ -42,6 +42,17 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 		return 0, fmt.Errorf("attach xdp to %s: interface not found (interfaces here: %s)", iface, interfaceNames())
 	}
 
+	if d.state != nil {
+		l, used, ok, err := d.state.adopt(iface, ifc.Index, d.objs.Xdpflow)
+		if err != nil {
+			return 0, fmt.Errorf("attach xdp to %s: %w", iface, err)
+		}
+		if ok {
+			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: used}
+			d.names[ifc.Index] = iface
+			return used, nil
+		}
+	}
 	modes := []AttachMode{mode}
 	if mode == AttachAuto {
 		modes = []AttachMode{AttachNative, AttachGeneric}
@@ -54,6 +65,11 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 			Flags:     xdpFlags(m),
 		})
 		if err == nil {
+			if d.state != nil {
+				if err := l.Pin(d.state.linkPath(iface, m)); err != nil {
+					return 0, errors.Join(fmt.Errorf("attach xdp to %s: pin the link in the state directory: %w", iface, err), l.Close())
+				}
+			}
 			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m}
 			d.names[ifc.Index] = iface
 			return m, nil
@@ -96,7 +112,7 @@ func (d *Datapath) Detach(iface string) error {
 		return fmt.Errorf("detach xdp from %s: not attached", iface)
 	}
 	delete(d.links, iface)
-	return closeLink(iface, a)
+	return detachLink(iface, a)
 }
 
 func (d *Datapath) detachAllLocked() []error {
@@ -108,6 +124,16 @@ func (d *Datapath) detachAllLocked() []error {
 	return errs
 }
 
+// detachLink removes the program from iface for good, pinned or not.
+func detachLink(iface string, a *attachment) error {
+	if err := a.link.Unpin(); err != nil {
+		return fmt.Errorf("detach xdp from %s: unpin: %w", iface, err)
+	}
+	return closeLink(iface, a)
+}
+
+// closeLink releases the link: the program is detached unless the link
+// is pinned in a state directory.
 func closeLink(iface string, a *attachment) error {
 	if err := a.link.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("detach xdp from %s: %w", iface, err)
@@ -150,7 +176,8 @@ func interfaceNames() string {
 
 // DetachAll stops Follow and removes the program from every interface,
 // leaving the maps readable, e.g. for a final snapshot whose counts can no
-// longer change.
+// longer change. With a state directory the attachments stay pinned, and
+// counting goes on for the next process.
 func (d *Datapath) DetachAll() error {
 	d.stopFollowing()
 	d.mu.Lock()

@@ -36,6 +36,7 @@ type Datapath struct {
 	links  map[string]*attachment
 	names  map[int]string // every interface attached since Load, by ifindex
 	follow *follower      // set by Follow
+	state  *state         // nil without Options.StateDir
 	closed bool
 }
 
@@ -63,7 +64,14 @@ func Load(opts Options) (*Datapath, error) {
 	}
 
 	d := &Datapath{links: map[string]*attachment{}, names: map[int]string{}, trig: make(chan TriggerEvent, 1), closing: make(chan struct{})}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	var loadOpts *ebpf.CollectionOptions
+	if opts.StateDir != "" {
+		if d.state, err = openState(opts.StateDir, spec, opts); err != nil {
+			return nil, err
+		}
+		loadOpts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.StateDir}}
+	}
+	if err := spec.LoadAndAssign(&d.objs, loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			if missing := missingCapabilities(); len(missing) > 0 {
@@ -154,6 +162,15 @@ func fillCIDRs(m *ebpf.Map, cidrs []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// State says what Load found in Options.StateDir; the zero value
+// without one.
+func (d *Datapath) State() StateReport {
+	if d.state == nil {
+		return StateReport{}
+	}
+	return d.state.report
 }
 
 // Program returns the loaded XDP program, e.g. for BPF_PROG_TEST_RUN.

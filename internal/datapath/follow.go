@@ -177,7 +177,7 @@ func (d *Datapath) release(name string, ifindex int) bool {
 		return false
 	}
 	delete(d.links, name)
-	_ = closeLink(name, a) // ENODEV: nothing left to detach
+	_ = detachLink(name, a) // ENODEV: nothing left to detach
 	return true
 }
 

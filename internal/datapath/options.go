@@ -106,6 +106,13 @@ type Options struct {
 	// OtherOutsideCIDRs makes an address outside every CIDR one "other"
 	// series (zeroed, PrefixOther) instead of keeping it.
 	OtherOutsideCIDRs bool
+	// StateDir, a directory on a BPF file system, keeps the flow table,
+	// the statistics and the attachments across processes: Load takes
+	// over those an earlier process left there when they were made for
+	// the same layout, grouping and MaxConnections (State says whether),
+	// and Close leaves them attached and counting. Empty: nothing
+	// outlives the Datapath.
+	StateDir string
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and

@@ -1,5 +1,7 @@
 package datapath
 
+import "time"
+
 // The types in this file are what the datapath reports; they build on every
 // platform so that the receiver compiles everywhere.
 
@@ -24,4 +26,21 @@ type Stats struct {
 	Events uint64
 	// NewConnections counts connections inserted into the flow table.
 	NewConnections uint64
+}
+
+// StateReport says what Load found in Options.StateDir.
+type StateReport struct {
+	// Restored is true when the flow table and statistics of an earlier
+	// process were taken over.
+	Restored bool
+	// Reason says why a new table was started, when one was found that
+	// could not be taken over; empty otherwise.
+	Reason string
+	// Started is when the flow table was created: the start of the
+	// statistics' cumulative sums.
+	Started time.Time
+	// Clock is the clock offset measured when the table was created: its
+	// timestamps convert to the same start times in every process, where
+	// a new measurement would differ by tens of nanoseconds.
+	Clock ClockOffset
 }

@@ -1,0 +1,205 @@
+//go:build linux
+
+package datapath
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// stateLayout names the meaning of the pinned maps; a program whose maps
+// mean something else must change it, so that it starts a new table.
+const stateLayout = "xdpflow state 1"
+
+// Names in a state directory.
+const (
+	stateMeta       = "meta"
+	stateLinkPrefix = "link:" // link:<interface>:<mode>; ':' is in no interface name
+)
+
+// state is the bpffs directory in which a Datapath keeps its flow table,
+// its statistics and its attachments across processes.
+type state struct {
+	dir    string
+	report StateReport
+}
+
+// stateMetaValue is the one value of the meta map.
+type stateMetaValue struct {
+	Fingerprint uint64
+	StartedNs   int64
+	MonoToUnix  int64 // the table's ClockOffset
+}
+
+// openState prepares dir for spec: it keeps the pinned table if it was
+// made for the same layout and grouping, removes it otherwise, and marks
+// the maps to pin.
+func openState(dir string, spec *ebpf.CollectionSpec, opts Options) (*state, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	if uint32(fs.Type) != unix.BPF_FS_MAGIC {
+		return nil, fmt.Errorf("state directory %s is not on a BPF file system: mount one (mount -t bpf bpf /sys/fs/bpf) or choose a directory below one", dir)
+	}
+	s := &state{dir: dir}
+	want := fingerprint(spec, opts)
+	meta, found, err := s.readMeta()
+	switch {
+	case err != nil:
+		s.report.Reason = fmt.Sprintf("the state found could not be read (%v)", err)
+	case found && meta.Fingerprint == want:
+		s.report = StateReport{Restored: true, Started: time.Unix(0, meta.StartedNs), Clock: ClockOffset{monoToUnix: meta.MonoToUnix}}
+	case found:
+		s.report.Reason = "the flow table was made for another program version, key, grouping or max_connections"
+	}
+	if !s.report.Restored {
+		if err := s.removeTable(); err != nil {
+			return nil, err
+		}
+		clock, err := MeasureClockOffset()
+		if err != nil {
+			return nil, err
+		}
+		s.report.Started, s.report.Clock = time.Now(), clock
+		meta := stateMetaValue{Fingerprint: want, StartedNs: s.report.Started.UnixNano(), MonoToUnix: clock.monoToUnix}
+		if err := s.writeMeta(meta); err != nil {
+			return nil, err
+		}
+	}
+	spec.Maps[xdpflowMapFlows].Pinning = ebpf.PinByName
+	spec.Maps[xdpflowMapStats].Pinning = ebpf.PinByName
+	return s, nil
+}
+
+// fingerprint identifies what the pinned maps hold: the layout, the
+// key's grouping, and the table's size.
+func fingerprint(spec *ebpf.CollectionSpec, opts Options) uint64 {
+	flows := spec.Maps[xdpflowMapFlows]
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%d|%d|%d|%+v|%+v|%+v|%v|%v", stateLayout, flows.KeySize, flows.ValueSize, flows.MaxEntries,
+		opts.Dimensions, opts.Source, opts.Destination, opts.CIDRs, opts.OtherOutsideCIDRs)
+	return binary.LittleEndian.Uint64(h.Sum(nil))
+}
+
+func (s *state) metaSpec() *ebpf.MapSpec {
+	return &ebpf.MapSpec{Name: stateMeta, Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1, Pinning: ebpf.PinByName}
+}
+
+func (s *state) readMeta() (stateMetaValue, bool, error) {
+	var v stateMetaValue
+	m, err := ebpf.LoadPinnedMap(filepath.Join(s.dir, stateMeta), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return v, false, nil
+	}
+	if err != nil {
+		return v, false, err
+	}
+	defer m.Close()
+	err = m.Lookup(uint32(0), &v)
+	return v, err == nil, err
+}
+
+func (s *state) writeMeta(v stateMetaValue) error {
+	m, err := ebpf.NewMapWithOptions(s.metaSpec(), ebpf.MapOptions{PinPath: s.dir})
+	if err != nil {
+		return fmt.Errorf("state directory %s: create %s: %w", s.dir, stateMeta, err)
+	}
+	defer m.Close()
+	return m.Put(uint32(0), &v)
+}
+
+// removeTable unpins the maps of an earlier table; its links stay, and
+// are given the new program.
+func (s *state) removeTable() error {
+	for _, name := range []string{xdpflowMapFlows, xdpflowMapStats, stateMeta} {
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("state directory %s: remove the earlier %s: %w", s.dir, name, err)
+		}
+	}
+	return nil
+}
+
+func (s *state) linkPath(iface string, mode AttachMode) string {
+	return filepath.Join(s.dir, stateLinkPrefix+iface+":"+mode.String())
+}
+
+// pinnedLinks returns the pinned links' paths by interface name.
+func (s *state) pinnedLinks() map[string]string {
+	paths, _ := filepath.Glob(filepath.Join(s.dir, stateLinkPrefix+"*"))
+	out := make(map[string]string, len(paths))
+	for _, p := range paths {
+		name := strings.TrimPrefix(filepath.Base(p), stateLinkPrefix)
+		if i := strings.LastIndexByte(name, ':'); i > 0 {
+			out[name[:i]] = p
+		}
+	}
+	return out
+}
+
+// adopt takes over the link an earlier process pinned for iface at
+// ifindex, running prog from now on (an atomic replacement: no packet
+// goes uncounted). A link of an interface that was deleted since is
+// removed. ok is false when there is no link to take over.
+func (s *state) adopt(iface string, ifindex int, prog *ebpf.Program) (l link.Link, mode AttachMode, ok bool, err error) {
+	path, found := s.pinnedLinks()[iface]
+	if !found {
+		return nil, 0, false, nil
+	}
+	l, err = link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("take over the XDP link of %s: %w", iface, err)
+	}
+	if info, err := l.Info(); err != nil || info.XDP() == nil || int(info.XDP().Ifindex) != ifindex {
+		return nil, 0, false, errors.Join(l.Unpin(), l.Close()) // the interface was created again
+	}
+	if err := l.Update(prog); err != nil {
+		return nil, 0, false, errors.Join(fmt.Errorf("give the XDP link of %s the new program: %w", iface, err), l.Close())
+	}
+	mode, _ = ParseAttachMode(path[strings.LastIndexByte(path, ':')+1:])
+	return l, mode, true, nil
+}
+
+// ReleaseStaleLinks detaches for good the links an earlier process pinned
+// in the state directory that this Datapath has not taken over, where keep
+// rejects the interface or the interface is gone. Without a state
+// directory it does nothing.
+func (d *Datapath) ReleaseStaleLinks(keep func(iface string) bool) error {
+	if d.state == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for iface, path := range d.state.pinnedLinks() {
+		if _, ours := d.links[iface]; ours {
+			continue
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("release the XDP link of %s: %w", iface, err))
+			continue
+		}
+		info, err := l.Info()
+		gone := err != nil || info.XDP() == nil || info.XDP().Ifindex == 0
+		if keep(iface) && !gone {
+			errs = append(errs, l.Close()) // the follower takes it over
+			continue
+		}
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	return errors.Join(errs...)
+}
