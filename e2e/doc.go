@@ -4,9 +4,14 @@
 // (internal/netnstest), real UDP and TCP traffic crosses the veth pair, and
 // the counts that reach a second collector (over OTLP) or Prometheus (over
 // remote write) are compared with a tcpdump capture of the same traffic and
-// with the sender's own counts. TestBackendDownBoundsMemory watches the
-// collector's memory through a one-minute backend outage with 20,000
-// connections, then checks that a backend in the test receives every count.
+// with the sender's own counts. TestGroupedSeriesEqualCapture configures the
+// receiver to group connections in the kernel (no source port, source
+// addresses truncated to prefixes), sends from several source addresses
+// (added to the sender veth with ip), and compares what reaches an OTLP/HTTP
+// backend in the test and Prometheus with the capture summed the same way.
+// TestBackendDownBoundsMemory watches the collector's memory through a
+// one-minute backend outage with 20,000 connections, then checks that a
+// backend in the test receives every count.
 //
 // Run them with `sudo make e2e`, which builds the collector and passes its
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,

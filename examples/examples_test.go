@@ -14,7 +14,18 @@ import (
 
 // wantExamples are the configurations the README documents; more may be
 // added, none of these may go away.
-var wantExamples = []string{"default.yaml", "otlp-grpc.yaml", "prometheus-remote-write.yaml", "multi-interface.yaml"}
+var wantExamples = []string{
+	"default.yaml", "otlp-grpc.yaml", "prometheus-remote-write.yaml", "multi-interface.yaml",
+	"busy-server.yaml", "kubernetes-node.yaml",
+}
+
+// exampleEnv are the environment variables an example needs, set as its
+// deployment would set them.
+var exampleEnv = map[string]map[string]string{
+	// deploy/kubernetes fills it from spec.nodeName; the resource
+	// processor refuses an empty value.
+	"kubernetes-node.yaml": {"K8S_NODE_NAME": "node-1"},
+}
 
 func exampleFiles(t *testing.T) []string {
 	t.Helper()
@@ -71,6 +82,9 @@ func TestExamplesValidate(t *testing.T) {
 	bin := collectortest.Binary(t)
 	for _, f := range exampleFiles(t) {
 		t.Run(f, func(t *testing.T) {
+			for k, v := range exampleEnv[f] {
+				t.Setenv(k, v)
+			}
 			path, err := filepath.Abs(f)
 			if err != nil {
 				t.Fatal(err)
