@@ -12,9 +12,11 @@ package datapath
 // figures and what dominates them; `make bench` runs these.
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -306,10 +308,24 @@ func summarize(xs []float64) benchStat {
 
 // benchCase is one measured case: run returns ns per packet.
 type benchCase struct {
-	name    string
-	what    string
-	run     func() (float64, error)
+	name string
+	what string
+	run  func() (float64, error)
+	// base, if set, names the case this one is compared with round by
+	// round: the table gives the median over the rounds of the difference,
+	// which the load of the machine moves less than either figure.
+	base    string
 	samples []float64
+}
+
+// pairedDiff returns the median over the rounds of c's sample minus its
+// base's sample of the same round.
+func pairedDiff(c, base *benchCase) float64 {
+	d := make([]float64, len(c.samples))
+	for r := range c.samples {
+		d[r] = c.samples[r] - base.samples[r]
+	}
+	return summarize(d).med
 }
 
 // runRounds runs every case once per round, rounds times, starting each
@@ -340,21 +356,41 @@ func datapathFor(b *testing.B, opts Options) *Datapath {
 	return d
 }
 
-// datapathFromObject loads a datapath with opts from the bpf2go object at
-// path instead of the embedded one (e.g. an older build, from
-// `git show REV:internal/datapath/xdpflow_bpfel.o`), to compare two builds
-// in one process: figures of separate runs differ by more than a change
-// of a few instructions. It must have the same maps and variables.
-func datapathFromObject(b *testing.B, path string, opts Options) *Datapath {
+// compareProgram loads the xdpflow program of the bpf2go object at path
+// (e.g. an older build, from `git show REV:internal/datapath/xdpflow_bpfel.o`)
+// with opts, to compare two builds in one process: figures of separate
+// runs differ by more than a change of a few instructions. An older build
+// may lack load-time constants this one has (the grouping's, before it
+// existed): they are left out, so they must keep their defaults in opts.
+// Its maps are released when the benchmark ends.
+func compareProgram(b *testing.B, path string, opts Options) *ebpf.Program {
 	b.Helper()
 	object, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatalf("read the program to compare: %v", err)
 	}
-	embedded := _XdpflowBytes
-	_XdpflowBytes = object
-	defer func() { _XdpflowBytes = embedded }()
-	return datapathFor(b, opts)
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object))
+	if err != nil {
+		b.Fatalf("read the program to compare, %s: %v", path, err)
+	}
+	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
+	for _, c := range loadConstants(opts.withDefaults()) {
+		if v, ok := spec.Variables[c.name]; ok {
+			if err := v.Set(c.value); err != nil {
+				b.Fatalf("set %s of %s: %v", c.name, path, err)
+			}
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatalf("load the program to compare, %s: %v", path, err)
+	}
+	b.Cleanup(coll.Close)
+	prog := coll.Programs[xdpflowProgXdpflow]
+	if prog == nil {
+		b.Fatalf("%s has no program %s", path, xdpflowProgXdpflow)
+	}
+	return prog
 }
 
 // drain reads rd until it is closed; the returned function closes it and
@@ -390,8 +426,10 @@ func loadNaive(tb testing.TB) (n *naivebench.Naive, close func()) {
 
 // BenchmarkPacketCost measures the cost of one packet in each path of the
 // program, next to an empty XDP program and the naive design, and prints a
-// table. Each sub-benchmark reports the median ns per packet (ns/op; its N
-// is meaningless) and the ratio of the median to the empty program's.
+// table. The grouping cases (groupingModes) are hits with other options,
+// each compared round by round with hit-ipv4, the default key. Each
+// sub-benchmark reports the median ns per packet (ns/op; its N is
+// meaningless) and the ratio of the median to the empty program's.
 func BenchmarkPacketCost(b *testing.B) {
 	privtest.RequireRoot(b)
 	repeat, inserts := *benchRepeat, *benchInsert
@@ -494,6 +532,22 @@ func BenchmarkPacketCost(b *testing.B) {
 		return ns, nil
 	}
 
+	// Grouping: the hit path of each mode, on a half-full table of its own
+	// (hits on existing series, like hit-ipv4, which is their base).
+	var groupCases []*benchCase
+	groupTables := map[*Datapath]Stats{}
+	for _, m := range groupingModes() {
+		g := datapathFor(b, m.opts)
+		step.fill(b, g.Program())
+		runFrame(b, g, m.frame)
+		st := readStats(b, g)
+		groupTables[g] = st
+		groupCases = append(groupCases, &benchCase{
+			name: m.name, what: fmt.Sprintf("%s; table: %d entries", m.what, st.NewConnections),
+			run: bench(g.Program(), m.frame), base: "hit-ipv4",
+		})
+	}
+
 	cases := []*benchCase{
 		{name: "empty", what: "XDP_PASS only (the baseline)", run: bench(empty, benchFrameV4())},
 		{name: "other-port", what: "ours, port not counted: parse + port filter", run: bench(d.Program(), benchFrameOther())},
@@ -517,18 +571,21 @@ func BenchmarkPacketCost(b *testing.B) {
 			return step.run(empty, benchFrameInsert(), inserts)
 		}},
 	}
+	cases = append(cases, groupCases...)
 	if *benchCompare != "" {
-		cmp := datapathFromObject(b, *benchCompare, benchOptions())
-		step.fill(b, cmp.Program())
+		cmp := compareProgram(b, *benchCompare, benchOptions())
+		step.fill(b, cmp)
 		for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
-			runFrame(b, cmp, f)
+			if _, err := benchRun(cmp, f, 1); err != nil {
+				b.Fatal(err)
+			}
 		}
 		what := "the same, program of " + *benchCompare
 		cases = append(cases,
-			&benchCase{name: "other-port-cmp", what: what, run: bench(cmp.Program(), benchFrameOther())},
-			&benchCase{name: "hit-ipv4-cmp", what: what, run: bench(cmp.Program(), benchFrameV4())},
-			&benchCase{name: "hit-ipv6-cmp", what: what, run: bench(cmp.Program(), benchFrameV6())},
-			&benchCase{name: "hit-vlan-cmp", what: what, run: bench(cmp.Program(), benchFrameVLAN())},
+			&benchCase{name: "other-port-cmp", what: what, run: bench(cmp, benchFrameOther()), base: "other-port"},
+			&benchCase{name: "hit-ipv4-cmp", what: what, run: bench(cmp, benchFrameV4()), base: "hit-ipv4"},
+			&benchCase{name: "hit-ipv6-cmp", what: what, run: bench(cmp, benchFrameV6()), base: "hit-ipv6"},
+			&benchCase{name: "hit-vlan-cmp", what: what, run: bench(cmp, benchFrameVLAN()), base: "hit-vlan"},
 		)
 	}
 	start := time.Now()
@@ -541,6 +598,11 @@ func BenchmarkPacketCost(b *testing.B) {
 	}
 	if st := readStats(b, full); st.OverflowPackets != uint64(*benchRounds*repeat) {
 		b.Fatalf("overflow table: %+v, want %d overflow packets", st, *benchRounds*repeat)
+	}
+	for g, before := range groupTables {
+		if st := readStats(b, g); st.NewConnections != before.NewConnections || st.OverflowPackets != 0 {
+			b.Fatalf("grouping table changed: %+v, was %+v", st, before)
+		}
 	}
 	if m, err := floor.Misses(); err != nil || m != 0 {
 		b.Fatalf("floor programs missed %d lookups (%v)", m, err)
@@ -562,10 +624,20 @@ func BenchmarkPacketCost(b *testing.B) {
 	fmt.Printf("\nBenchmarkPacketCost: BPF_PROG_TEST_RUN, %d runs per call (%d for inserts), %d rounds, %s; %s\n",
 		repeat, inserts, *benchRounds, elapsed.Round(time.Second), benchMachine())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tmin ns\tmedian ns\tmax ns\tmedian/empty\tmin/empty min\t  what\t")
+	byName := map[string]*benchCase{}
+	for _, c := range cases {
+		byName[c.name] = c
+	}
+	diffs := map[string]float64{}
+	fmt.Fprintln(tw, "case\tmin ns\tmedian ns\tmax ns\tmedian/empty\tmin/empty min\tminus base, per round: median\t  what\t")
 	for _, c := range cases {
 		s := stats[c.name]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.2fx\t%.2fx\t  %s\t\n", c.name, s.min, s.med, s.max, s.med/base.med, s.min/base.min, c.what)
+		diff := "-"
+		if c.base != "" {
+			diffs[c.name] = pairedDiff(c, byName[c.base])
+			diff = fmt.Sprintf("%+.1f ns (%s)", diffs[c.name], c.base)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.2fx\t%.2fx\t%s\t  %s\t\n", c.name, s.min, s.med, s.max, s.med/base.med, s.min/base.min, diff, c.what)
 	}
 	tw.Flush()
 	fmt.Printf("targets: hit path <= 2.0x empty: %s; overflow path <= 2.5x empty: %s\n",
@@ -578,8 +650,74 @@ func BenchmarkPacketCost(b *testing.B) {
 			b.ReportMetric(s.min, "min-ns")
 			b.ReportMetric(s.max, "max-ns")
 			b.ReportMetric(s.med/base.med, "x-empty")
+			if d, ok := diffs[c.name]; ok {
+				b.ReportMetric(d, "minus-base-ns")
+			}
 		})
 	}
+}
+
+// groupingMode is a BenchmarkPacketCost case of the grouping: the hit
+// path of frame with opts.
+type groupingMode struct {
+	name, what string
+	opts       Options
+	frame      []byte
+}
+
+// groupingModes are the grouping cases of BenchmarkPacketCost: each a hit
+// on an existing series, to compare with hit-ipv4 (the default key).
+func groupingModes() []groupingMode {
+	with := func(f func(*Options)) Options {
+		o := benchOptions()
+		f(&o)
+		return o
+	}
+	named := func(n int, other bool) Options {
+		return with(func(o *Options) {
+			o.Source.CIDRs = true
+			o.CIDRs = benchCIDRs(n)
+			o.OtherOutsideCIDRs = other
+		})
+	}
+	modes := []groupingMode{
+		{"group-src24", "ours, hit, source address truncated to /24", with(func(o *Options) { o.Source.PrefixIPv4 = 24 }), benchFrameV4()},
+		{"group-dst", "ours, hit, destination address kept too", with(func(o *Options) {
+			o.Dimensions = ConnectionDimensions()
+			o.Dimensions.DstAddr = true
+		}), benchFrameV4()},
+	}
+	for _, n := range []int{10, 1000, MaxCIDRs} {
+		modes = append(modes, groupingMode{fmt.Sprintf("cidr-%d", n), fmt.Sprintf("ours, hit, source in one of %d named CIDRs (LPM trie lookup)", n), named(n, false), benchFrameV4()})
+	}
+	return append(modes,
+		groupingMode{"cidr-miss-1000", "ours, hit, source outside 1000 named CIDRs, address kept", named(1000, false), benchFrameOutside()},
+		groupingMode{"cidr-other-1000", "ours, hit, source outside 1000 named CIDRs: the \"other\" series", named(1000, true), benchFrameOutside()},
+	)
+}
+
+// benchFrameOutside is a connection outside every CIDR of benchCIDRs.
+func benchFrameOutside() []byte { return tcp4Frame("203.0.113.1", 40000, 8080, 10) }
+
+// benchCIDRs returns n IPv4 CIDRs: 198.51.100.0/24, which holds the source
+// of benchFrameV4, and n-1 others, /16 to /28, drawn from a fixed seed,
+// some nested. The others have a second octet of 73-199: none holds a
+// source of fillFrame's connections (a.b.0.0 and a.b.1.0, b in 200-255 and
+// 0-72) or of benchFrameOutside, so a fill stays benchFill connections
+// whose addresses miss the trie.
+func benchCIDRs(n int) []netip.Prefix {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	cidrs := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	seen := map[netip.Prefix]bool{cidrs[0]: true}
+	for len(cidrs) < n {
+		a := [4]byte{byte(1 + rnd.IntN(223)), byte(73 + rnd.IntN(127)), byte(rnd.IntN(256)), byte(rnd.IntN(256))}
+		p := netip.PrefixFrom(netip.AddrFrom4(a), 16+rnd.IntN(13)).Masked()
+		if !seen[p] {
+			seen[p] = true
+			cidrs = append(cidrs, p)
+		}
+	}
+	return cidrs
 }
 
 func verdict(ratio, target float64) string {

@@ -43,12 +43,7 @@ type Datapath struct {
 // Load checks opts, then loads the program and its maps into the kernel.
 // Nothing is attached until Attach is called. Call Close when done.
 func Load(opts Options) (*Datapath, error) {
-	if len(opts.Protocols) == 0 {
-		opts.Protocols = []Protocol{TCP, UDP}
-	}
-	if opts.Dimensions == (Dimensions{}) {
-		opts.Dimensions = ConnectionDimensions()
-	}
+	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("xdpflow options: %w", err)
 	}
@@ -100,6 +95,24 @@ func Load(opts Options) (*Datapath, error) {
 
 // configure writes opts into the spec's load-time constants and map sizes.
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
+	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
+	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
+	for _, c := range loadConstants(opts) {
+		if err := spec.Variables[c.name].Set(c.value); err != nil {
+			return fmt.Errorf("set %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// loadConstant is one of the program's load-time constants and its value.
+type loadConstant struct {
+	name  string
+	value any
+}
+
+// loadConstants returns the value of every load-time constant for opts.
+func loadConstants(opts Options) []loadConstant {
 	var countTCP, countUDP uint8
 	for _, p := range opts.Protocols {
 		switch p {
@@ -113,13 +126,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	if len(opts.Ports) == 0 {
 		allPorts = 1
 	}
-	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
-	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
 	dims, src, dst := opts.Dimensions, opts.Source, opts.Destination
-	vars := []struct {
-		name  string
-		value any
-	}{
+	return []loadConstant{
 		{xdpflowVarPortBitmap, portBitmap(opts.Ports)},
 		{xdpflowVarAllPorts, allPorts},
 		{xdpflowVarCountTcp, countTCP},
@@ -143,12 +151,6 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{xdpflowVarCidrDaddr, boolByte(dst.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrOther, boolByte(opts.OtherOutsideCIDRs)},
 	}
-	for _, v := range vars {
-		if err := spec.Variables[v.name].Set(v.value); err != nil {
-			return fmt.Errorf("set %s: %w", v.name, err)
-		}
-	}
-	return nil
 }
 
 // fillCIDRs writes the CIDRs into the program's LPM trie.

@@ -126,6 +126,18 @@ func DefaultOptions() Options {
 	}
 }
 
+// withDefaults fills in what the zero values of o stand for: TCP and UDP,
+// and ConnectionDimensions.
+func (o Options) withDefaults() Options {
+	if len(o.Protocols) == 0 {
+		o.Protocols = []Protocol{TCP, UDP}
+	}
+	if o.Dimensions == (Dimensions{}) {
+		o.Dimensions = ConnectionDimensions()
+	}
+	return o
+}
+
 func (o Options) validate() error {
 	var errs []error
 	for _, p := range o.Ports {
