@@ -80,6 +80,8 @@ type metricsBuilder struct {
 	// the names of the configured CIDRs.
 	dims      datapath.Dimensions
 	cidrNames cidrNameTable
+	// aggregates is set when addresses may stand for prefixes.
+	aggregates bool
 }
 
 // maxFlowsPerExport bounds the connections in one export (one
@@ -208,7 +210,7 @@ func (b *metricsBuilder) appendFlow(packets, bytes pmetric.Sum, k *datapath.Flow
 }
 
 func (b *metricsBuilder) putFlowAttributes(attrs pcommon.Map, k *datapath.FlowKey) {
-	attrs.EnsureCapacity(8)
+	attrs.EnsureCapacity(b.attributeCount())
 	if b.dims.SrcAddr {
 		b.putAddress(attrs, k.Source(), k.SrcPrefix, attrSourceAddress, attrSourceCIDR, attrSourceCIDRName)
 	}
@@ -233,6 +235,22 @@ func (b *metricsBuilder) putFlowAttributes(attrs pcommon.Map, k *datapath.FlowKe
 	if b.dims.Ifindex {
 		attrs.PutStr(attrInterfaceName, b.ifnames[k.Ifindex])
 	}
+}
+
+// attributeCount is how many attributes a series carries at most: the
+// dimensions kept, network.type, and the prefix and name of each
+// aggregated address.
+func (b *metricsBuilder) attributeCount() int {
+	n := 1 // network.type
+	for _, kept := range []bool{b.dims.SrcAddr, b.dims.SrcPort, b.dims.DstAddr, b.dims.DstPort, b.dims.Proto, b.dims.Ifindex} {
+		if kept {
+			n++
+		}
+	}
+	if len(b.cidrNames) > 0 || b.aggregates {
+		n += 4
+	}
+	return n
 }
 
 // putAddress adds the attributes of an address the kernel may have

@@ -79,6 +79,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 		builder: metricsBuilder{
 			version: set.BuildInfo.Version, metrics: cfg.Metrics,
 			dims: cfg.dimensions(), cidrNames: cfg.cidrNames(),
+			aggregates: cfg.SourceAddress != (AddressGrouping{}) || cfg.DestinationAddress != (AddressGrouping{}),
 		},
 	}, nil
 }
