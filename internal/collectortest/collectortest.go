@@ -6,10 +6,12 @@ package collectortest
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,7 +59,35 @@ func Binary(tb testing.TB) string {
 		tb.Skipf("skipped: collector binary %s (%s) not found or not executable: build it with `make collector` "+
 			"(`make e2e` builds it and runs the end-to-end tests with it)", path, src)
 	}
+	if newer := newerSource(fi.ModTime()); !fromEnv && newer != "" {
+		tb.Skipf("skipped: collector binary %s is older than %s: rebuild it with `make collector` "+
+			"(`make e2e` builds it and runs the end-to-end tests with it)", path, newer)
+	}
 	return path
+}
+
+// newerSource returns a Go source file or go.mod of the receiver's module
+// changed after t, or "" if there is none: a binary older than its sources
+// would test code that is not there any more.
+func newerSource(t time.Time) string {
+	root := RepoRoot()
+	var newer string
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || newer != "" {
+			return filepath.SkipDir
+		}
+		if d.IsDir() && (d.Name() == "build" || d.Name() == ".git" || strings.HasPrefix(d.Name(), "_")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".go") || d.Name() == "go.mod") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().After(t) {
+			newer, _ = filepath.Rel(root, path)
+		}
+		return nil
+	})
+	return newer
 }
 
 // Validate runs `bin validate --config config` and returns an error holding
