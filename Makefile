@@ -2,8 +2,6 @@
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); targets that do say so.
 GO          ?= go
 GOBIN       := $(shell command -v $(GO) >/dev/null 2>&1 && $(GO) env GOPATH)/bin
-# The Go release go.mod requires; check-go names it.
-GO_MIN      := $(shell sed -n 's/^go //p' go.mod)
 OCB_VERSION := v0.165.0
 OCB         := $(GOBIN)/builder
 DIST_DIR    := build/otelcol-xdpflow
