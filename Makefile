@@ -2,6 +2,8 @@
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); targets that do say so.
 GO          ?= go
 GOBIN       := $(shell command -v $(GO) >/dev/null 2>&1 && $(GO) env GOPATH)/bin
+# The Go release go.mod requires (its "go" line); check-go names it.
+GO_MIN      := $(word 2,$(filter go 1.%,$(file < go.mod)))
 OCB_VERSION := v0.165.0
 OCB         := $(GOBIN)/builder
 DIST_DIR    := build/otelcol-xdpflow
