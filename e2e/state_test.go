@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,4 +506,153 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLeastPrivilegeStateDirectory runs the collector as nobody with
+// exactly CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (as TestLeastPrivilege)
+// with a state directory on a BPF file system the test mounts (owned by
+// root, mode 0700), and measures what it needs there:
+//
+//   - below a directory it cannot write, it does not start, and says what
+//     to do;
+//   - with a directory it owns, it pins its table and link there, and after
+//     SIGKILL a new collector as nobody takes them over: the counts go on;
+//   - pins another user made (root), even in a directory it owns, are
+//     refused with the owner's uid and left as they are (not replaced by a
+//     new table: their counts would be lost); after chown -R they are
+//     taken over.
+func TestLeastPrivilegeStateDirectory(t *testing.T) {
+	bin := requireCollector(t)
+	requireTools(t, "setpriv")
+	u := nobody(t)
+	pair := netnstest.New(t)
+	shared := sharedDir(t, u)
+	mnt := filepath.Join(shared, "bpf") // a mount point nobody can reach
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	privtest.MountBPFFSAt(t, mnt)
+	dir := filepath.Join(mnt, "xdpflow-state")
+	backend := startOTLPHTTPBackend(t, pair.Receiver, stateOTLPAddr)
+	cfgText := stateAgentConfig(dir, stateOTLPAddr, fmt.Sprintf("    ports: [%d]", port))
+	cfg := writeFileFor(t, u, shared, "config.yaml", cfgText, 0o600)
+	asNobody := append(setprivArgs(u, requiredCaps), bin, "--config", cfg)
+	refused := func(what string) string {
+		t.Helper()
+		out, err := runToExit(t, pair.Receiver, readyTimeout, "setpriv", asNobody...)
+		if err == nil || strings.Contains(out, collectorReady) {
+			t.Fatalf("%s: the collector as nobody started (%v), want a refusal:\n%s", what, err, out)
+		}
+		var errLine string
+		for line := range strings.SplitSeq(out, "\n") {
+			if strings.HasPrefix(line, "Error: ") {
+				errLine = line
+			}
+		}
+		t.Logf("%s: %s", what, errLine)
+		return errLine
+	}
+
+	// A directory nobody cannot create.
+	fi, err := os.Stat(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := refused(fmt.Sprintf("state_directory in a BPF file system of mode %v owned by root", fi.Mode()))
+	if !strings.Contains(line, "permission denied: give the collector's user a directory of its own") {
+		t.Errorf("the error does not say what the collector's user needs: %s", line)
+	}
+	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
+		t.Fatalf("program %d left on %s", xdp.ProgID, netnstest.ReceiverIface)
+	}
+
+	// A directory of its own.
+	if err := os.Chmod(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, u.uid, u.gid); err != nil {
+		t.Fatal(err)
+	}
+	sent, servers := map[conn]counts{}, map[netip.AddrPort]*net.UDPConn{}
+	senders := []*udpSender{
+		newUDPSender(t, pair, netip.AddrPortFrom(netnstest.SenderIPv4, 41600), servers, sent),
+		newUDPSender(t, pair, netip.AddrPortFrom(netnstest.SenderIPv6, 41600), servers, sent),
+	}
+	send := func() {
+		t.Helper()
+		senders[0].send(t, netip.AddrPortFrom(netnstest.ReceiverIPv4, port), 40)
+		senders[1].send(t, netip.AddrPortFrom(netnstest.ReceiverIPv6, port), 40)
+	}
+	first := startProcess(t, "collector N1 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
+	first.waitOutput(t, collectorReady, readyTimeout)
+	requireLog(t, first, stateNewLog, 1)
+	send()
+	waitFlows(t, backend.read, sent, valuesTimeout)
+	before := backend.flowStarts()
+	pins, err := filepath.Glob(filepath.Join(dir, stateReceiver, "*"))
+	if err != nil || len(pins) == 0 {
+		t.Fatalf("nothing pinned in %s: %v", dir, err)
+	}
+	for _, p := range append(pins, filepath.Join(dir, stateReceiver)) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != u.uid {
+			t.Errorf("%s is owned by uid %d, want nobody's %d", p, st.Uid, u.uid)
+		}
+	}
+	first.kill(t)
+	send() // no collector runs
+	second := startProcess(t, "collector N2 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
+	second.waitOutput(t, collectorReady, readyTimeout)
+	requireLog(t, second, stateTakenLog, 1)
+	send()
+	fm := waitFlows(t, backend.read, sent, valuesTimeout)
+	checkFlows(t, "collectors as nobody", fm, sent, sent)
+	if kept := checkStartTimes(t, sent, before, backend.flowStarts()); kept != len(sent) {
+		t.Errorf("%d of %d connections kept their series across SIGKILL", kept, len(sent))
+	}
+	stopCollector(t, pair, second)
+	t.Logf("as nobody, in a directory it owns: pinned %d objects, SIGKILLed, taken over; final values:\n%s",
+		len(pins), table(sortedConns(sent), []string{"sender", "OTLP/HTTP backend"}, sent, fm.flows))
+
+	// Pins of another user.
+	sub := filepath.Join(dir, stateReceiver)
+	if err := os.RemoveAll(sub); err != nil {
+		t.Fatal(err)
+	}
+	stopCollector(t, pair, startCollector(t, bin, "R (root)", pair.Receiver, cfgText))
+	rootProg := requireAttached(t, pair, "root's collector stopped")
+	// In a directory nobody owns: nobody could remove them.
+	if err := os.Chown(sub, u.uid, u.gid); err != nil {
+		t.Fatal(err)
+	}
+	line = refused("pins made by root, in a directory nobody owns")
+	if !strings.Contains(line, "belongs to uid 0, and only its owner may open it") {
+		t.Errorf("the error does not name the pins' owner: %s", line)
+	}
+	if prog := requireAttached(t, pair, "nobody's collector refused root's pins"); prog != rootProg {
+		t.Errorf("program %d on %s, want root's %d left alone", prog, netnstest.ReceiverIface, rootProg)
+	}
+	left, _ := filepath.Glob(filepath.Join(sub, "*"))
+	if len(left) != len(pins) {
+		t.Errorf("root's pins after the refusal: %v, want %d of them", left, len(pins))
+	}
+	for _, p := range left {
+		if fi, err := os.Stat(p); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s after the refusal: %v, want root's pin left alone", p, err)
+		}
+	}
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", u.uid, u.gid), sub).CombinedOutput(); err != nil {
+		t.Fatalf("chown -R %s: %v: %s", sub, err, out)
+	}
+	third := startProcess(t, "collector N3 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
+	third.waitOutput(t, collectorReady, readyTimeout)
+	requireLog(t, third, stateTakenLog, 1)
+	stopCollector(t, pair, third)
+	removeStateDetaches(t, pair, dir)
 }
