@@ -19,6 +19,9 @@ type point struct {
 	Attrs     map[string]string
 	Timestamp time.Time
 	Value     int64
+	// Start is the start timestamp; the debug exporter's output does not
+	// set it, the OTLP/HTTP backend does.
+	Start time.Time
 }
 
 var (

@@ -11,7 +11,15 @@
 // backend in the test and Prometheus with the capture summed the same way.
 // TestBackendDownBoundsMemory watches the collector's memory through a
 // one-minute backend outage with 20,000 connections, then checks that a
-// backend in the test receives every count.
+// backend in the test receives every count. The state_directory tests
+// (state_test.go) keep the flow table on a BPF file system the test mounts:
+// TestSIGKILLRestartWithStateKeepsCounts kills the collector with SIGKILL
+// under steady traffic and starts another, and the final counts must equal
+// the capture of the whole run, with one start time per connection;
+// TestStateAcrossConfigurationChanges restarts it with another port set
+// (taken over), attribute set and max_connections (new tables);
+// TestLeastPrivilegeStateDirectory does it as nobody with the three
+// capabilities. Each ends by removing the pins, which detaches the program.
 //
 // Run them with `sudo make e2e`, which builds the collector and passes its
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,

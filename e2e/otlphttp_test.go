@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -23,7 +25,8 @@ import (
 
 // otlpHTTPBackend is an OTLP/HTTP metrics backend in the test process: it
 // answers POST /v1/metrics (protobuf, gzip or not) and keeps the latest
-// data point, by timestamp, of every number series it received.
+// data point, by timestamp, of every number series it received, and every
+// start timestamp each series had.
 //
 // It decodes requests with pmetric.ProtoUnmarshaler: an
 // ExportMetricsServiceRequest has the wire format of a MetricsData (field 1,
@@ -35,7 +38,8 @@ type otlpHTTPBackend struct {
 	served chan error // Serve's result
 
 	mu       sync.Mutex
-	latest   map[string]point // by metric name and attributes
+	latest   map[string]point          // by metric name and attributes
+	starts   map[string]map[int64]bool // start timestamps (Unix ns), by series
 	requests int
 }
 
@@ -52,7 +56,7 @@ func startOTLPHTTPBackend(t *testing.T, ns, addr string) *otlpHTTPBackend {
 	if err != nil {
 		t.Fatalf("OTLP/HTTP backend: listen %s in %s: %v", addr, ns, err)
 	}
-	b := &otlpHTTPBackend{latest: map[string]point{}, served: make(chan error, 1)}
+	b := &otlpHTTPBackend{latest: map[string]point{}, starts: map[string]map[int64]bool{}, served: make(chan error, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/metrics", b.handleMetrics)
 	b.srv = &http.Server{Handler: mux, ReadHeaderTimeout: ioTimeout}
@@ -128,7 +132,8 @@ func (b *otlpHTTPBackend) keep(md pmetric.Metrics) {
 }
 
 func (b *otlpHTTPBackend) keepPoint(metric string, dp pmetric.NumberDataPoint) {
-	p := point{Metric: metric, Attrs: map[string]string{}, Timestamp: dp.Timestamp().AsTime(), Value: dp.IntValue()}
+	p := point{Metric: metric, Attrs: map[string]string{}, Timestamp: dp.Timestamp().AsTime(), Value: dp.IntValue(),
+		Start: dp.StartTimestamp().AsTime()}
 	key := []string{metric}
 	dp.Attributes().Range(func(k string, v pcommon.Value) bool {
 		p.Attrs[k] = v.AsString()
@@ -137,6 +142,10 @@ func (b *otlpHTTPBackend) keepPoint(metric string, dp pmetric.NumberDataPoint) {
 	})
 	slices.Sort(key[1:])
 	id := strings.Join(key, "\x00")
+	if b.starts[id] == nil {
+		b.starts[id] = map[int64]bool{}
+	}
+	b.starts[id][int64(dp.StartTimestamp())] = true
 	if old, ok := b.latest[id]; !ok || !p.Timestamp.Before(old.Timestamp) {
 		b.latest[id] = p
 	}
@@ -151,6 +160,35 @@ func (b *otlpHTTPBackend) read() (flowMetrics, error) {
 		pts = append(pts, p)
 	}
 	return latestFlows(pts, netnstest.ReceiverIface), nil
+}
+
+// points returns the latest data point of every series received so far.
+func (b *otlpHTTPBackend) points() []point {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Collect(maps.Values(b.latest))
+}
+
+// flowStarts returns, for every connection of the receiver's
+// xdpflow.packets series received so far, each start timestamp its data
+// points had, in order.
+func (b *otlpHTTPBackend) flowStarts() map[conn][]time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[conn][]time.Time{}
+	for id, p := range b.latest {
+		if p.Metric != "xdpflow.packets" {
+			continue
+		}
+		c, err := connFromAttrs(p.Attrs, func(k string) string { return k })
+		if err != nil {
+			continue // latestFlows reports it
+		}
+		for _, ns := range slices.Sorted(maps.Keys(b.starts[id])) {
+			out[c] = append(out[c], time.Unix(0, ns))
+		}
+	}
+	return out
 }
 
 // latestValue returns the latest value received of the series of metric

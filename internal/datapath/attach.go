@@ -92,7 +92,8 @@ func xdpFlags(m AttachMode) link.XDPAttachFlags {
 func attachHint(err error, m AttachMode) string {
 	switch {
 	case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
-		return " (another XDP program is attached to this interface; it was left untouched: detach it or choose another interface)"
+		return " (another XDP program is attached to this interface; it was left untouched: detach it or choose another interface; " +
+			"one a collector with state_directory left goes with rm -r <state_directory>/<receiver id>)"
 	case m == AttachNative && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)):
 		return " (the driver has no native XDP support: try attach_mode: generic)"
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -46,6 +47,10 @@ type stateMetaValue struct {
 // the maps to pin.
 func openState(dir string, spec *ebpf.CollectionSpec, opts Options) (*state, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("state directory %s: %w: give the collector's user a directory of its own on the BPF file system "+
+				"(mkdir %s && chown USER %s), below directories it may search", dir, err, filepath.Dir(dir), filepath.Dir(dir))
+		}
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
 	var fs unix.Statfs_t
@@ -58,6 +63,10 @@ func openState(dir string, spec *ebpf.CollectionSpec, opts Options) (*state, err
 	s := &state{dir: dir}
 	want := fingerprint(spec, opts)
 	meta, found, err := s.readMeta()
+	if errors.Is(err, os.ErrPermission) {
+		// Not a table to replace: one this process may not touch.
+		return nil, fmt.Errorf("state directory %s: %w", dir, foreignPin(filepath.Join(dir, stateMeta), err))
+	}
 	switch {
 	case err != nil:
 		s.report.Reason = fmt.Sprintf("the state found could not be read (%v)", err)
@@ -133,6 +142,28 @@ func (s *state) removeTable() error {
 	return nil
 }
 
+// foreignPin explains a permission error on the pin at path: a pin, and
+// the directory a collector creates for its pins, are open to their owner
+// only (modes 0600 and 0700), so those another user made cannot be taken
+// over.
+func foreignPin(path string, err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	for _, p := range []string{path, filepath.Dir(path)} {
+		fi, serr := os.Stat(p)
+		if serr != nil {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+			return fmt.Errorf("%w: %s belongs to uid %d, and only its owner may open it: run the collector as uid %d, "+
+				"chown -R %s to the collector's user, or remove it (once no collector uses it) to start anew",
+				err, p, st.Uid, st.Uid, filepath.Dir(path))
+		}
+	}
+	return err
+}
+
 func (s *state) linkPath(iface string, mode AttachMode) string {
 	return filepath.Join(s.dir, stateLinkPrefix+iface+":"+mode.String())
 }
@@ -161,7 +192,7 @@ func (s *state) adopt(iface string, ifindex int, prog *ebpf.Program) (l link.Lin
 	}
 	l, err = link.LoadPinnedLink(path, nil)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("take over the XDP link of %s: %w", iface, err)
+		return nil, 0, false, fmt.Errorf("take over the XDP link of %s: %w", iface, foreignPin(path, err))
 	}
 	if info, err := l.Info(); err != nil || info.XDP() == nil || int(info.XDP().Ifindex) != ifindex {
 		return nil, 0, false, errors.Join(l.Unpin(), l.Close()) // the interface was created again
