@@ -79,7 +79,7 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		return nil, privilegeError("load xdpflow program", err)
 	}
-	if err := fillCIDRs(d.objs.Cidrs, opts.CIDRs); err != nil {
+	if err := errors.Join(fillCIDRs(d.objs.Cidrs, opts.CIDRs), d.state.commit()); err != nil {
 		d.objs.Close()
 		return nil, err
 	}

@@ -33,6 +33,9 @@ const (
 type state struct {
 	dir    string
 	report StateReport
+	// fresh is the meta of a new table, written by commit once its maps
+	// are loaded and pinned; nil when the table was taken over.
+	fresh *stateMetaValue
 }
 
 // stateMetaValue is the one value of the meta map.
@@ -84,14 +87,20 @@ func openState(dir string, spec *ebpf.CollectionSpec, opts Options) (*state, err
 			return nil, err
 		}
 		s.report.Started, s.report.Clock = time.Now(), clock
-		meta := stateMetaValue{Fingerprint: want, StartedNs: s.report.Started.UnixNano(), MonoToUnix: clock.monoToUnix}
-		if err := s.writeMeta(meta); err != nil {
-			return nil, err
-		}
+		s.fresh = &stateMetaValue{Fingerprint: want, StartedNs: s.report.Started.UnixNano(), MonoToUnix: clock.monoToUnix}
 	}
 	spec.Maps[xdpflowMapFlows].Pinning = ebpf.PinByName
 	spec.Maps[xdpflowMapStats].Pinning = ebpf.PinByName
 	return s, nil
+}
+
+// commit records a new table as made for this layout, once its maps are
+// pinned: a table whose load failed is never taken over.
+func (s *state) commit() error {
+	if s == nil || s.fresh == nil {
+		return nil
+	}
+	return s.writeMeta(*s.fresh)
 }
 
 // fingerprint identifies what the pinned maps hold: the layout, the
