@@ -84,6 +84,35 @@ type metricsBuilder struct {
 	aggregates bool
 }
 
+// newMetricsBuilder returns the builder of the metrics cfg asks for.
+func newMetricsBuilder(cfg *Config, version string) metricsBuilder {
+	return metricsBuilder{
+		version:    version,
+		metrics:    cfg.Metrics,
+		dims:       cfg.dimensions(),
+		cidrNames:  cfg.cidrNames(),
+		aggregates: cfg.SourceAddress != (AddressGrouping{}) || cfg.DestinationAddress != (AddressGrouping{}),
+	}
+}
+
+// begin readies b for the snapshots of a started receiver: kernel times
+// convert with clock, and the receiver-wide sums start now. A table kept
+// in the state directory (st) started earlier: its sums began then, and
+// its times convert with the offset of then, unless the wall clock has
+// stepped since.
+func (b *metricsBuilder) begin(clock datapath.ClockOffset, st datapath.StateReport) {
+	b.clock = clock
+	b.start = pcommon.NewTimestampFromTime(time.Now())
+	b.ifnames = map[uint32]string{}
+	if st.Started.IsZero() {
+		return
+	}
+	b.start = pcommon.NewTimestampFromTime(st.Started)
+	if d := clock.Sub(st.Clock); d <= clockStepThreshold && d >= -clockStepThreshold {
+		b.clock = st.Clock
+	}
+}
+
 // maxFlowsPerExport bounds the connections in one export (one
 // ConsumeMetrics call): the pdata of a snapshot of a million connections
 // is never all in memory at once.

@@ -9,7 +9,6 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
@@ -76,11 +75,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 		cfg: cfg, set: set, next: next, open: open,
 		obsrecv: obsrecv, telemetry: selfTelemetry{tel}, measureClock: datapath.MeasureClockOffset,
 		changed: newChangedFilter(cfg),
-		builder: metricsBuilder{
-			version: set.BuildInfo.Version, metrics: cfg.Metrics,
-			dims: cfg.dimensions(), cidrNames: cfg.cidrNames(),
-			aggregates: cfg.SourceAddress != (AddressGrouping{}) || cfg.DestinationAddress != (AddressGrouping{}),
-		},
+		builder: newMetricsBuilder(cfg, set.BuildInfo.Version),
 	}, nil
 }
 
@@ -102,18 +97,7 @@ func (r *xdpflowReceiver) Start(_ context.Context, host component.Host) error {
 	}
 	r.src = src
 	r.health.host = host
-	r.builder.clock = clock
-	r.builder.start = pcommon.NewTimestampFromTime(time.Now())
-	if st := src.State(); !st.Started.IsZero() {
-		// A table kept in the state directory: its statistics began when it
-		// was created, and its timestamps convert with the offset of then,
-		// unless the wall clock has stepped since.
-		r.builder.start = pcommon.NewTimestampFromTime(st.Started)
-		if d := clock.Sub(st.Clock); d <= clockStepThreshold && d >= -clockStepThreshold {
-			r.builder.clock = st.Clock
-		}
-	}
-	r.builder.ifnames = map[uint32]string{}
+	r.builder.begin(clock, src.State())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
