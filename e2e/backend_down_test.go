@@ -131,7 +131,7 @@ func TestBackendDownBoundsMemory(t *testing.T) {
 
 	began := time.Now()
 	backend := startOTLPHTTPBackend(t, pair.Receiver, backendAddr)
-	fm := waitFlows(t, backend.read, o.flood.sent, recoveryTimeout)
+	fm := waitLatest(t, backend.read, o.flood.sent, recoveryTimeout)
 	t.Logf("backend up; %v later it had %s", time.Since(began).Round(time.Millisecond), backend)
 	checkAllFlows(t, fm, o.flood.sent)
 	tableSize, ok := backend.latestValue("xdpflow.connections")
@@ -305,7 +305,7 @@ func checkAllFlows(t *testing.T, fm flowMetrics, sent map[conn]counts) {
 	var bad int
 	var want, got counts
 	for c, w := range sent {
-		g := fm.flows[c]
+		g := fm.values[c]
 		want = counts{want.Packets + w.Packets, want.Bytes + w.Bytes}
 		got = counts{got.Packets + g.Packets, got.Bytes + g.Bytes}
 		if g != w {
@@ -314,7 +314,7 @@ func checkAllFlows(t *testing.T, fm flowMetrics, sent map[conn]counts) {
 			}
 		}
 	}
-	for c, g := range fm.flows {
+	for c, g := range fm.values {
 		if _, ok := sent[c]; !ok {
 			t.Errorf("exported %s for %s, which sent nothing", g, c)
 		}

@@ -385,7 +385,7 @@ func TestLeastPrivilege(t *testing.T) {
 		sent[c] = sendUDP(t, pair, x.src, x.sport, x.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(x.src)))
 	}
 	read := func() (flowMetrics, error) { return readDebugFile(out) }
-	fm := waitFlows(t, read, sent, valuesTimeout)
+	fm := waitLatest(t, read, sent, valuesTimeout)
 	if err := p.stop(); err != nil {
 		t.Errorf("collector: %v", err)
 	}
@@ -396,11 +396,11 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
 	}
 	for c, w := range sent {
-		if got := fm.flows[c]; got != w {
+		if got := fm.values[c]; got != w {
 			t.Errorf("%s: exported %s, the sender sent %s", c, got, w)
 		}
 	}
-	for c, got := range fm.flows {
+	for c, got := range fm.values {
 		if _, ok := sent[c]; !ok {
 			t.Errorf("exported %s for %s, which was not sent", got, c)
 		}
@@ -413,7 +413,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	conns := sortedConns(sent)
 	t.Logf("program %s on %s; final values:\n%s", progID, netnstest.ReceiverIface,
-		table(conns, []string{"sender", "collector (nobody, 3 caps)"}, sent, fm.flows))
+		table(conns, []string{"sender", "collector (nobody, 3 caps)"}, sent, fm.values))
 }
 
 // TestLeastPrivilegeEachCapabilityNeeded runs the collector as
@@ -669,16 +669,16 @@ func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileC
 
 	c := conn{Transport: "udp", Src: netnstest.SenderIPv4, SrcPort: sport, DstPort: port}
 	sent := map[conn]counts{c: sendUDP(t, pair, netnstest.SenderIPv4, sport, netnstest.ReceiverIPv4, port, netnstest.UDPSizes(100, netnstest.MaxUDPPayload(netnstest.SenderIPv4)))}
-	fm := waitFlows(t, func() (flowMetrics, error) { return readDebugFile(out) }, sent, valuesTimeout)
+	fm := waitLatest(t, func() (flowMetrics, error) { return readDebugFile(out) }, sent, valuesTimeout)
 	if err := p.stop(); err != nil {
 		t.Errorf("collector: %v", err)
 	}
 	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
 		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
 	}
-	if got := fm.flows[c]; got != sent[c] || len(fm.flows) != 1 {
-		t.Errorf("exported %v, the sender sent %s for %s", fm.flows, sent[c], c)
+	if got := fm.values[c]; got != sent[c] || len(fm.values) != 1 {
+		t.Errorf("exported %v, the sender sent %s for %s", fm.values, sent[c], c)
 	}
 	return fmt.Sprintf("collector CapPrm %s CapEff %s CapAmb %s NoNewPrivs %s, %d threads; program %s attached; %s: sent %s, exported %s",
-		st["CapPrm"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"], len(tasks), progID, c, sent[c], fm.flows[c]), p.output.String()
+		st["CapPrm"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"], len(tasks), progID, c, sent[c], fm.values[c]), p.output.String()
 }

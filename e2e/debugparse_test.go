@@ -78,62 +78,18 @@ func parseDebug(text string) ([]point, error) {
 	return pts, sc.Err()
 }
 
-// flowMetrics are the latest values, by timestamp, of the receiver's
-// metrics in a sequence of data points.
-type flowMetrics struct {
-	// flows are xdpflow.packets and xdpflow.bytes per connection.
-	flows map[conn]counts
-	// overflow is xdpflow.overflow.packets; -1 if never seen.
-	overflow int64
-	// problems lists data points with unexpected attributes.
-	problems []string
-}
-
-// latestFlows reduces points to the latest value of every series of
-// xdpflow.packets and xdpflow.bytes, and of xdpflow.overflow.packets.
-// Every flow point must come from interface iface.
+// latestFlows reduces points to the latest value of every connection's
+// series of xdpflow.packets and xdpflow.bytes, and of
+// xdpflow.overflow.packets. Every flow point must come from interface
+// iface.
 func latestFlows(pts []point, iface string) flowMetrics {
-	type series struct {
-		metric string
-		c      conn
-	}
-	latest := map[series]point{}
-	fm := flowMetrics{flows: map[conn]counts{}, overflow: -1}
-	var overflowAt time.Time
-	for _, p := range pts {
-		switch p.Metric {
-		case "xdpflow.overflow.packets":
-			if !p.Timestamp.Before(overflowAt) {
-				fm.overflow, overflowAt = p.Value, p.Timestamp
-			}
-			continue
-		case "xdpflow.packets", "xdpflow.bytes":
-		default:
-			continue
+	return foldLatest(pts, func(attrs map[string]string) (conn, error) {
+		c, err := connFromAttrs(attrs, func(k string) string { return k })
+		if err == nil && attrs["network.interface.name"] != iface {
+			err = fmt.Errorf("network.interface.name %q, want %q", attrs["network.interface.name"], iface)
 		}
-		c, err := connFromAttrs(p.Attrs, func(k string) string { return k })
-		if err == nil && p.Attrs["network.interface.name"] != iface {
-			err = fmt.Errorf("network.interface.name %q, want %q", p.Attrs["network.interface.name"], iface)
-		}
-		if err != nil {
-			fm.problems = append(fm.problems, fmt.Sprintf("%s %v: %v", p.Metric, p.Attrs, err))
-			continue
-		}
-		k := series{p.Metric, c}
-		if old, ok := latest[k]; !ok || !p.Timestamp.Before(old.Timestamp) {
-			latest[k] = p
-		}
-	}
-	for k, p := range latest {
-		v := fm.flows[k.c]
-		if k.metric == "xdpflow.packets" {
-			v.Packets = uint64(p.Value)
-		} else {
-			v.Bytes = uint64(p.Value)
-		}
-		fm.flows[k.c] = v
-	}
-	return fm
+		return c, err
+	})
 }
 
 // connFromAttrs reads a connection from the receiver's attributes; name
@@ -252,8 +208,8 @@ Value: 5
 	fm := latestFlows(pts, "veth-rcv")
 	c := conn{Transport: "udp", Src: netip.MustParseAddr("198.51.100.1"), SrcPort: 40004, DstPort: 8080}
 	// The last point is older than the first: the latest by timestamp wins.
-	if got := fm.flows[c]; got != (counts{6, 600}) || len(fm.flows) != 1 {
-		t.Errorf("flows = %v, want %v: 6 packets 600 bytes", fm.flows, c)
+	if got := fm.values[c]; got != (counts{6, 600}) || len(fm.values) != 1 {
+		t.Errorf("values = %v, want %v: 6 packets 600 bytes", fm.values, c)
 	}
 	if fm.overflow != 0 || len(fm.problems) != 0 {
 		t.Errorf("overflow %d, problems %v", fm.overflow, fm.problems)

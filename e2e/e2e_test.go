@@ -164,60 +164,6 @@ func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*t
 
 func compareConns(a, b conn) int { return strings.Compare(a.String(), b.String()) }
 
-// waitFlows reads the exported values until every connection of want has
-// its wanted counts (values only grow, so the final ones arrive last), or
-// until timeout, and returns the last values read.
-func waitFlows(t *testing.T, read func() (flowMetrics, error), want map[conn]counts, timeout time.Duration) flowMetrics {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		fm, err := read()
-		if err != nil {
-			t.Fatalf("reading exported values: %v", err)
-		}
-		done := true
-		for c, w := range want {
-			if fm.flows[c] != w {
-				done = false
-			}
-		}
-		if done || time.Now().After(deadline) {
-			return fm
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// checkFlows compares the exported values with the capture: the same
-// connections, the same packets and bytes, nothing overflowed; and, where
-// the sender knows its counts (UDP), with those too.
-func checkFlows(t *testing.T, what string, fm flowMetrics, captured, sent map[conn]counts) {
-	t.Helper()
-	for c, w := range sent {
-		if got := fm.flows[c]; got != w {
-			t.Errorf("%s: %s: %s, the sender sent %s", what, c, got, w)
-		}
-	}
-	for _, p := range fm.problems {
-		t.Errorf("%s: unexpected data point: %s", what, p)
-	}
-	for c, w := range captured {
-		if got, ok := fm.flows[c]; !ok {
-			t.Errorf("%s: no values for %s (tcpdump: %s)", what, c, w)
-		} else if got != w {
-			t.Errorf("%s: %s: %s, tcpdump saw %s", what, c, got, w)
-		}
-	}
-	for c, got := range fm.flows {
-		if _, ok := captured[c]; !ok {
-			t.Errorf("%s: values for %s (%s), a connection that is not in the capture", what, c, got)
-		}
-	}
-	if fm.overflow != 0 {
-		t.Errorf("%s: xdpflow.overflow.packets = %d, want 0", what, fm.overflow)
-	}
-}
-
 // checkListeners checks that the only listening sockets in namespace ns
 // are on loopback, at the addresses allowed.
 func checkListeners(t *testing.T, ns string, allowed ...string) {
@@ -253,9 +199,9 @@ func TestOTLPExport(t *testing.T) {
 	checkListeners(t, pair.Receiver, sinkEndpoint)
 
 	tr, captured := captureAndSend(t, pair, nil)
-	fm := waitFlows(t, b.read, captured, valuesTimeout)
-	checkFlows(t, "collector B", fm, captured, tr.sent)
-	t.Logf("final values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
+	fm := waitLatest(t, b.read, captured, valuesTimeout)
+	checkLatest(t, "collector B", fm, captured, tr.sent)
+	t.Logf("final values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.values))
 }
 
 // TestShutdownFlush checks that the snapshot taken at shutdown reaches
@@ -284,17 +230,17 @@ func TestShutdownFlush(t *testing.T) {
 		}
 		stopped = time.Since(began)
 	})
-	if len(before.flows) != 0 {
-		t.Fatalf("collector B had values before the shutdown: %v", before.flows)
+	if len(before.values) != 0 {
+		t.Fatalf("collector B had values before the shutdown: %v", before.values)
 	}
 	if out := a.output.String(); !strings.Contains(out, "Shutdown complete.") {
 		t.Errorf("collector A did not log a complete shutdown:\n%s", out)
 	}
 	t.Logf("collector A exited %v after SIGTERM", stopped.Round(time.Millisecond))
-	fm := waitFlows(t, b.read, captured, 10*time.Second)
-	checkFlows(t, "collector B", fm, captured, tr.sent)
+	fm := waitLatest(t, b.read, captured, 10*time.Second)
+	checkLatest(t, "collector B", fm, captured, tr.sent)
 	t.Logf("final values, sent by the shutdown snapshot only:\n%s",
-		table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.flows))
+		table(tr.conns, []string{"sender", "tcpdump", "collector B"}, tr.sent, captured, fm.values))
 }
 
 // TestPrometheusRemoteWrite runs Prometheus with its remote-write receiver
@@ -318,8 +264,8 @@ func TestPrometheusRemoteWrite(t *testing.T) {
 	checkListeners(t, pair.Receiver, promAddr)
 
 	tr, captured := captureAndSend(t, pair, nil)
-	fm := waitFlows(t, prom.flows, captured, valuesTimeout)
-	checkFlows(t, "Prometheus", fm, captured, tr.sent)
+	fm := waitLatest(t, prom.flows, captured, valuesTimeout)
+	checkLatest(t, "Prometheus", fm, captured, tr.sent)
 	names, err := prom.query(`count by (__name__) ({__name__=~"xdpflow.*"})`)
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +281,7 @@ func TestPrometheusRemoteWrite(t *testing.T) {
 			t.Errorf("Prometheus has no series %s", n)
 		}
 	}
-	t.Logf("latest values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "Prometheus"}, tr.sent, captured, fm.flows))
+	t.Logf("latest values:\n%s", table(tr.conns, []string{"sender", "tcpdump", "Prometheus"}, tr.sent, captured, fm.values))
 }
 
 // prometheus is a running Prometheus server in a namespace.
@@ -419,7 +365,7 @@ func (p *prometheus) query(q string) ([]sample, error) {
 // flows queries the latest value of every per-connection series and of
 // the overflow counter.
 func (p *prometheus) flows() (flowMetrics, error) {
-	fm := flowMetrics{flows: map[conn]counts{}, overflow: -1}
+	fm := flowMetrics{values: map[conn]counts{}, overflow: -1}
 	label := func(k string) string { return strings.ReplaceAll(k, ".", "_") }
 	for _, name := range []string{"xdpflow_packets_total", "xdpflow_bytes_total"} {
 		res, err := p.query(name)
@@ -439,13 +385,13 @@ func (p *prometheus) flows() (flowMetrics, error) {
 				fm.problems = append(fm.problems, fmt.Sprintf("%s%v: %v", name, s.Metric, err))
 				continue
 			}
-			x := fm.flows[c]
+			x := fm.values[c]
 			if name == "xdpflow_packets_total" {
 				x.Packets = v
 			} else {
 				x.Bytes = v
 			}
-			fm.flows[c] = x
+			fm.values[c] = x
 		}
 	}
 	res, err := p.query("xdpflow_overflow_packets_total")

@@ -107,6 +107,8 @@ type seriesKey struct {
 	DstPort   uint16
 }
 
+func (k seriesKey) noun() string { return "series" }
+
 func (k seriesKey) String() string {
 	return fmt.Sprintf("%s %s -> :%d", k.Transport, k.Source, k.DstPort)
 }
@@ -133,58 +135,12 @@ func groupCounts(m map[conn]counts) (map[seriesKey]counts, map[seriesKey]int) {
 	return sums, conns
 }
 
-// groupedMetrics are the latest values of the receiver's metrics.
-type groupedMetrics struct {
-	// series are xdpflow.packets and xdpflow.bytes per series.
-	series map[seriesKey]counts
-	// overflow is xdpflow.overflow.packets; -1 if never seen.
-	overflow int64
-	// problems lists data points with unexpected attributes.
-	problems []string
-}
-
-// latestSeries reduces points to the latest value of every series of
-// xdpflow.packets and xdpflow.bytes, and of xdpflow.overflow.packets. name
-// maps an OTLP attribute name to the key it is stored under.
+// latestSeries reduces points to the latest value of every grouped
+// series of xdpflow.packets and xdpflow.bytes, and of
+// xdpflow.overflow.packets. name maps an OTLP attribute name to the key
+// it is stored under.
 func latestSeries(pts []point, name func(string) string) groupedMetrics {
-	type id struct {
-		metric string
-		k      seriesKey
-	}
-	latest := map[id]point{}
-	gm := groupedMetrics{series: map[seriesKey]counts{}, overflow: -1}
-	var overflowAt time.Time
-	for _, p := range pts {
-		switch p.Metric {
-		case "xdpflow.overflow.packets":
-			if !p.Timestamp.Before(overflowAt) {
-				gm.overflow, overflowAt = p.Value, p.Timestamp
-			}
-			continue
-		case "xdpflow.packets", "xdpflow.bytes":
-		default:
-			continue
-		}
-		k, err := seriesFromAttrs(p.Attrs, name)
-		if err != nil {
-			gm.problems = append(gm.problems, fmt.Sprintf("%s %v: %v", p.Metric, p.Attrs, err))
-			continue
-		}
-		i := id{p.Metric, k}
-		if old, ok := latest[i]; !ok || !p.Timestamp.Before(old.Timestamp) {
-			latest[i] = p
-		}
-	}
-	for i, p := range latest {
-		v := gm.series[i.k]
-		if i.metric == "xdpflow.packets" {
-			v.Packets = uint64(p.Value)
-		} else {
-			v.Bytes = uint64(p.Value)
-		}
-		gm.series[i.k] = v
-	}
-	return gm
+	return foldLatest(pts, func(attrs map[string]string) (seriesKey, error) { return seriesFromAttrs(attrs, name) })
 }
 
 // seriesFromAttrs reads a grouped series from its attributes, which must
@@ -355,53 +311,6 @@ const receiverScope = "github.com/xdpflow/xdpflowreceiver"
 // promLabel is the Prometheus label of an OTLP attribute.
 func promLabel(attr string) string { return strings.ReplaceAll(attr, ".", "_") }
 
-// waitSeries reads the exported values until they equal want, or until
-// timeout, and returns the last values read.
-func waitSeries(t *testing.T, read func() (groupedMetrics, error), want map[seriesKey]counts, timeout time.Duration) groupedMetrics {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		gm, err := read()
-		if err != nil {
-			t.Fatalf("reading exported values: %v", err)
-		}
-		if maps.Equal(gm.series, want) || time.Now().After(deadline) {
-			return gm
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// checkSeries compares the exported series with the capture, aggregated:
-// the same series, the same packets and bytes, nothing overflowed; and,
-// for UDP, with the sender's counts aggregated.
-func checkSeries(t *testing.T, what string, gm groupedMetrics, captured, sent map[seriesKey]counts) {
-	t.Helper()
-	for _, p := range gm.problems {
-		t.Errorf("%s: unexpected data point: %s", what, p)
-	}
-	for k, w := range sent {
-		if got := gm.series[k]; got != w {
-			t.Errorf("%s: %s: %s, the sender sent %s", what, k, got, w)
-		}
-	}
-	for k, w := range captured {
-		if got, ok := gm.series[k]; !ok {
-			t.Errorf("%s: no values for %s (tcpdump: %s)", what, k, w)
-		} else if got != w {
-			t.Errorf("%s: %s: %s, tcpdump saw %s", what, k, got, w)
-		}
-	}
-	for k, got := range gm.series {
-		if _, ok := captured[k]; !ok {
-			t.Errorf("%s: values for %s (%s), a series that is not in the capture", what, k, got)
-		}
-	}
-	if gm.overflow != 0 {
-		t.Errorf("%s: xdpflow.overflow.packets = %d, want 0", what, gm.overflow)
-	}
-}
-
 // seriesTable formats the counts of every series, one line each, for the
 // test log.
 func seriesTable(conns map[seriesKey]int, cols []string, values ...map[seriesKey]counts) string {
@@ -474,13 +383,13 @@ func TestGroupedSeriesEqualCapture(t *testing.T) {
 		}
 	}
 
-	otlp := waitSeries(t, backend.groupedSeries, captured, valuesTimeout)
-	checkSeries(t, "OTLP/HTTP backend", otlp, captured, sent)
+	otlp := waitLatest(t, backend.groupedSeries, captured, valuesTimeout)
+	checkLatest(t, "OTLP/HTTP backend", otlp, captured, sent)
 	if entries, ok := backend.latestValue("xdpflow.connections"); !ok || entries != int64(len(captured)) {
 		t.Errorf("xdpflow.connections = %d (received: %v), want %d: one flow-table entry per series", entries, ok, len(captured))
 	}
-	pm := waitSeries(t, prom.groupedSeries, captured, valuesTimeout)
-	checkSeries(t, "Prometheus", pm, captured, sent)
+	pm := waitLatest(t, prom.groupedSeries, captured, valuesTimeout)
+	checkLatest(t, "Prometheus", pm, captured, sent)
 
 	var packets, bytes uint64
 	for _, v := range captured {
@@ -490,5 +399,5 @@ func TestGroupedSeriesEqualCapture(t *testing.T) {
 	t.Logf("%d connections from %d source addresses in %d series: %d packets, %d bytes; OTLP/HTTP backend: %s; %v from the namespaces' creation",
 		len(tr.conns), len(groupingSources), len(captured), packets, bytes, backend, time.Since(began).Round(time.Millisecond))
 	t.Logf("latest values:\n%s", seriesTable(conns, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend", "Prometheus"},
-		sent, captured, otlp.series, pm.series))
+		sent, captured, otlp.values, pm.values))
 }

@@ -281,8 +281,8 @@ func TestSIGKILLRestartWithStateKeepsCounts(t *testing.T) {
 	if got, want := sortedConns(captured), slices.SortedFunc(slices.Values(tr.conns), compareConns); !slices.Equal(got, want) {
 		t.Fatalf("capture holds connections %v, sent %v", got, want)
 	}
-	fm := waitFlows(t, backend.read, captured, valuesTimeout)
-	checkFlows(t, "OTLP/HTTP backend", fm, captured, tr.sent)
+	fm := waitLatest(t, backend.read, captured, valuesTimeout)
+	checkLatest(t, "OTLP/HTTP backend", fm, captured, tr.sent)
 	kept := checkStartTimes(t, captured, before, backend.flowStarts())
 	if kept < longLived {
 		t.Errorf("%d connections had series before the kill, want at least the %d long-lived ones", kept, longLived)
@@ -310,11 +310,11 @@ func TestSIGKILLRestartWithStateKeepsCounts(t *testing.T) {
 	}
 	var shortExported counts
 	for c := range short {
-		shortExported.Packets += fm.flows[c].Packets
-		shortExported.Bytes += fm.flows[c].Bytes
+		shortExported.Packets += fm.values[c].Packets
+		shortExported.Bytes += fm.values[c].Bytes
 	}
 	t.Logf("final values of the long-lived connections:\n%s%d short TCP connections: tcpdump %s, OTLP/HTTP backend %s",
-		table(long, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, tr.sent, captured, fm.flows),
+		table(long, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, tr.sent, captured, fm.values),
 		len(short), sumCounts(short), shortExported)
 }
 
@@ -408,7 +408,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	udp4.send(t, dst4, 40)
 	udp6.send(t, dst6, 40)
 	tcp.Converse(t, pair, netnstest.SenderIPv4, dst4)
-	waitFlows(t, backend.read, sent, valuesTimeout)
+	waitLatest(t, backend.read, sent, valuesTimeout)
 	before := backend.flowStarts()
 	stopCollector(t, pair, a1)
 
@@ -428,14 +428,14 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 		t.Fatalf("capture: %v", err)
 	}
 	captured := captureCounts(t, res)
-	fm := waitFlows(t, backend.read, captured, valuesTimeout)
-	checkFlows(t, "ports [8080] then [8080, 9090]", fm, captured, sent)
+	fm := waitLatest(t, backend.read, captured, valuesTimeout)
+	checkLatest(t, "ports [8080] then [8080, 9090]", fm, captured, sent)
 	if kept := checkStartTimes(t, captured, before, backend.flowStarts()); kept != 3 {
 		t.Errorf("%d connections had series before the restart, want 3", kept)
 	}
 	stopCollector(t, pair, a2)
 	t.Logf("ports [%d], then [%d, %d]: the table was taken over; final values:\n%s", port, port, otherPort,
-		table(sortedConns(captured), []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, sent, captured, fm.flows))
+		table(sortedConns(captured), []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, sent, captured, fm.values))
 
 	// 2. Another attribute set: a new table.
 	backend2 := startOTLPHTTPBackend(t, pair.Receiver, stateOTLPAddr2)
@@ -464,8 +464,8 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	}
 	want, members := groupCounts(captureCounts(t, res2))
 	wantSent, _ := groupCounts(sent3)
-	gm := waitSeries(t, backend2.groupedSeries, want, valuesTimeout)
-	checkSeries(t, "another attribute set", gm, want, wantSent)
+	gm := waitLatest(t, backend2.groupedSeries, want, valuesTimeout)
+	checkLatest(t, "another attribute set", gm, want, wantSent)
 	for _, p := range backend2.points() {
 		if p.Metric == "xdpflow.packets" && p.Start.Before(began) {
 			t.Errorf("%s %v starts at %v, before the collector with the new table started (%v)", p.Metric, p.Attrs, p.Start, began)
@@ -473,7 +473,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	}
 	stopCollector(t, pair, a3)
 	t.Logf("another attribute set: a new table; final values:\n%s",
-		seriesTable(members, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, wantSent, want, gm.series))
+		seriesTable(members, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, wantSent, want, gm.values))
 
 	// 3. Another max_connections: a new table.
 	a4 := startCollector(t, bin, "A4", pair.Receiver, stateAgentConfig(dir, stateOTLPAddr2, grouped+"\n    max_connections: 4096"))
@@ -590,7 +590,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	first.waitOutput(t, collectorReady, readyTimeout)
 	requireLog(t, first, stateNewLog, 1)
 	send()
-	waitFlows(t, backend.read, sent, valuesTimeout)
+	waitLatest(t, backend.read, sent, valuesTimeout)
 	before := backend.flowStarts()
 	pins, err := filepath.Glob(filepath.Join(dir, stateReceiver, "*"))
 	if err != nil || len(pins) == 0 {
@@ -611,14 +611,14 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	second.waitOutput(t, collectorReady, readyTimeout)
 	requireLog(t, second, stateTakenLog, 1)
 	send()
-	fm := waitFlows(t, backend.read, sent, valuesTimeout)
-	checkFlows(t, "collectors as nobody", fm, sent, sent)
+	fm := waitLatest(t, backend.read, sent, valuesTimeout)
+	checkLatest(t, "collectors as nobody", fm, sent, sent)
 	if kept := checkStartTimes(t, sent, before, backend.flowStarts()); kept != len(sent) {
 		t.Errorf("%d of %d connections kept their series across SIGKILL", kept, len(sent))
 	}
 	stopCollector(t, pair, second)
 	t.Logf("as nobody, in a directory it owns: pinned %d objects, SIGKILLed, taken over; final values:\n%s",
-		len(pins), table(sortedConns(sent), []string{"sender", "OTLP/HTTP backend"}, sent, fm.flows))
+		len(pins), table(sortedConns(sent), []string{"sender", "OTLP/HTTP backend"}, sent, fm.values))
 
 	// Pins of another user.
 	sub := filepath.Join(dir, stateReceiver)

@@ -35,6 +35,8 @@ func (c conn) networkType() string {
 	return "ipv6"
 }
 
+func (c conn) noun() string { return "connection" }
+
 func (c conn) String() string {
 	return fmt.Sprintf("%s %s -> :%d", c.Transport, netip.AddrPortFrom(c.Src, c.SrcPort), c.DstPort)
 }
