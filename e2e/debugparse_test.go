@@ -84,13 +84,20 @@ func parseDebug(text string) ([]point, error) {
 // iface.
 func latestFlows(pts []point, iface string) flowMetrics {
 	return foldLatest(pts, func(attrs map[string]string) (conn, error) {
-		c, err := connFromAttrs(attrs, func(k string) string { return k })
+		c, err := connFromAttrs(attrs, otlpAttr)
 		if err == nil && attrs["network.interface.name"] != iface {
 			err = fmt.Errorf("network.interface.name %q, want %q", attrs["network.interface.name"], iface)
 		}
 		return c, err
 	})
 }
+
+// otlpAttr is the key an OTLP attribute is stored under in a point: its
+// name.
+func otlpAttr(attr string) string { return attr }
+
+// promLabel is the Prometheus label of an OTLP attribute.
+func promLabel(attr string) string { return strings.ReplaceAll(attr, ".", "_") }
 
 // connFromAttrs reads a connection from the receiver's attributes; name
 // maps an OTLP attribute name to the key it is stored under (Prometheus

@@ -366,14 +366,13 @@ func (p *prometheus) query(q string) ([]sample, error) {
 // the overflow counter.
 func (p *prometheus) flows() (flowMetrics, error) {
 	fm := flowMetrics{values: map[conn]counts{}, overflow: -1}
-	label := func(k string) string { return strings.ReplaceAll(k, ".", "_") }
 	for _, name := range []string{"xdpflow_packets_total", "xdpflow_bytes_total"} {
 		res, err := p.query(name)
 		if err != nil {
 			return fm, err
 		}
 		for _, s := range res {
-			c, err := connFromAttrs(s.Metric, label)
+			c, err := connFromAttrs(s.Metric, promLabel)
 			if err == nil && s.Metric["network_interface_name"] != netnstest.ReceiverIface {
 				err = fmt.Errorf("network_interface_name %q", s.Metric["network_interface_name"])
 			}

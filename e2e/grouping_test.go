@@ -269,7 +269,7 @@ func sendGroupedTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 func (b *otlpHTTPBackend) groupedSeries() (groupedMetrics, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return latestSeries(slices.Collect(maps.Values(b.latest)), func(attr string) string { return attr }), nil
+	return latestSeries(slices.Collect(maps.Values(b.latest)), otlpAttr), nil
 }
 
 // groupedSeries returns the latest values of the receiver's series in
@@ -307,9 +307,6 @@ func (p *prometheus) groupedSeries() (groupedMetrics, error) {
 
 // receiverScope is the instrumentation scope of the receiver's metrics.
 const receiverScope = "github.com/xdpflow/xdpflowreceiver"
-
-// promLabel is the Prometheus label of an OTLP attribute.
-func promLabel(attr string) string { return strings.ReplaceAll(attr, ".", "_") }
 
 // seriesTable formats the counts of every series, one line each, for the
 // test log.

@@ -180,7 +180,7 @@ func (b *otlpHTTPBackend) flowStarts() map[conn][]time.Time {
 		if p.Metric != "xdpflow.packets" {
 			continue
 		}
-		c, err := connFromAttrs(p.Attrs, func(k string) string { return k })
+		c, err := connFromAttrs(p.Attrs, otlpAttr)
 		if err != nil {
 			continue // latestFlows reports it
 		}
