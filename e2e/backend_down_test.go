@@ -58,48 +58,30 @@ const (
 // examples/otlp-grpc.yaml (synchronous, bounded retries), with retries
 // scaled down so that a refused snapshot takes 5 s, not a minute
 // (max_elapsed_time may not be below max_interval).
-const syncOTLPHTTPExporter = `otlp_http:
-  endpoint: http://` + backendAddr + `
-  sending_queue:
-    enabled: false
-  retry_on_failure:
-    initial_interval: 1s
-    max_interval: 5s
-    max_elapsed_time: 5s`
+var syncOTLPHTTPExporter = component{ID: "otlp_http", Settings: "endpoint: http://" + backendAddr + `
+sending_queue:
+  enabled: false
+retry_on_failure:
+  initial_interval: 1s
+  max_interval: 5s
+  max_elapsed_time: 5s`}
 
 // queuedOTLPHTTPExporter has the exporter's defaults: a sending queue of
 // 1000 requests and retries for 5 minutes.
-const queuedOTLPHTTPExporter = `otlp_http:
-  endpoint: http://` + backendAddr
+var queuedOTLPHTTPExporter = otlpHTTPExporter(backendAddr)
 
 // outageConfig is the collector's configuration: the xdpflow receiver on
-// the receiver veth, every 2 s, the examples' memory_limiter, and exporter
-// (the YAML of one otlp_http exporter).
-func outageConfig(exporter string) string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    ports: [%d]
-    collection_interval: 2s
-    idle_timeout: %s
-processors:
-  memory_limiter:
-    check_interval: 1s
-    limit_percentage: 80
-    spike_limit_percentage: 20
-exporters:
-  %s
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      processors: [memory_limiter]
-      exporters: [otlp_http]
-`, netnstest.ReceiverIface, port, outageIdleTimeout, strings.ReplaceAll(exporter, "\n", "\n  "))
+// the receiver veth, every 2 s, the examples' memory_limiter, and exporter.
+func outageConfig(exporter component) string {
+	return collectorConfig{
+		Receivers: []component{xdpflowReceiver(xdpflowSettings{
+			Ports: []int{port}, CollectionInterval: 2 * time.Second, IdleTimeout: outageIdleTimeout,
+		})},
+		Processors: []component{{ID: "memory_limiter", Settings: `check_interval: 1s
+limit_percentage: 80
+spike_limit_percentage: 20`}},
+		Exporters: []component{exporter},
+	}.String()
 }
 
 // refusedFullSnapshot is in the receiver's log line for a refused snapshot
@@ -178,7 +160,7 @@ type outage struct {
 
 // startOutage starts the collector with exporter in pair's receiver
 // namespace and sends 1 to 4 datagrams on each of outageConns connections.
-func startOutage(t *testing.T, bin string, pair *netnstest.Pair, exporter string) *outage {
+func startOutage(t *testing.T, bin string, pair *netnstest.Pair, exporter component) *outage {
 	t.Helper()
 	o := &outage{}
 	o.collector = startCollector(t, bin, "agent", pair.Receiver, outageConfig(exporter))

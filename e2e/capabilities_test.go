@@ -169,27 +169,12 @@ func writeFileFor(t *testing.T, u unprivileged, dir, name, data string, perm os.
 // debug exporter writing detailed output to out, with no telemetry
 // endpoint.
 func debugFileConfig(out string) string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    ports: [%d]
-    collection_interval: 1s
-    min_snapshot_interval: 1s
-exporters:
-  debug:
-    verbosity: detailed
-    use_internal_logger: false
-    output_paths: [%q]
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      exporters: [debug]
-`, netnstest.ReceiverIface, port, out)
+	return collectorConfig{
+		Receivers: []component{xdpflowReceiver(xdpflowSettings{
+			Ports: []int{port}, CollectionInterval: time.Second, MinSnapshotInterval: time.Second,
+		})},
+		Exporters: []component{debugFileExporter(out)},
+	}.String()
 }
 
 // readDebugFile parses the debug exporter's output file.

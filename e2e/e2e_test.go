@@ -30,48 +30,19 @@ const (
 	valuesTimeout = 30 * time.Second
 )
 
-// agentOptions are the xdpflow receiver settings of collector A.
-type agentOptions struct {
-	collectionInterval  string
-	minSnapshotInterval string
-	connectionsPerEvent int
-}
-
-// agentConfig is collector A: the xdpflow receiver on the receiver veth,
-// in native mode, counting port 8080, then a batch processor and exporter,
-// the YAML of one exporter named exporterID.
-func agentConfig(o agentOptions, exporterID, exporter string) string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    ports: [%d]
-    collection_interval: %s
-    min_snapshot_interval: %s
-    new_connections_per_event: %d
-processors:
-  batch:
-    timeout: 200ms
-exporters:
-  %s
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      processors: [batch]
-      exporters: [%s]
-`, netnstest.ReceiverIface, port, o.collectionInterval, o.minSnapshotInterval, o.connectionsPerEvent,
-		strings.ReplaceAll(strings.TrimSpace(exporter), "\n", "\n  "), exporterID)
+// agentConfig is collector A: the xdpflow receiver with settings s,
+// counting port 8080, then a batch processor and exporter.
+func agentConfig(s xdpflowSettings, exporter component) string {
+	s.Ports = []int{port}
+	return collectorConfig{
+		Receivers:  []component{xdpflowReceiver(s)},
+		Processors: []component{batchProcessor},
+		Exporters:  []component{exporter},
+	}.String()
 }
 
 // otlpExporter sends to collector B.
-const otlpExporter = `otlp_grpc:
-  endpoint: ` + sinkEndpoint + `
-  tls:
-    insecure: true`
+var otlpExporter = component{ID: "otlp_grpc", Settings: "endpoint: " + sinkEndpoint + "\ntls:\n  insecure: true"}
 
 // sink is collector B: an OTLP receiver whose metrics the debug exporter
 // writes, in detailed verbosity, to a file the test reads.
@@ -83,25 +54,10 @@ type sink struct {
 func startSink(t *testing.T, bin, ns string) *sink {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sink-debug.txt")
-	cfg := fmt.Sprintf(`receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: %s
-exporters:
-  debug:
-    verbosity: detailed
-    use_internal_logger: false
-    output_paths: [%q]
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [debug]
-`, sinkEndpoint, path)
+	cfg := collectorConfig{
+		Receivers: []component{{ID: "otlp", Settings: "protocols:\n  grpc:\n    endpoint: " + sinkEndpoint}},
+		Exporters: []component{debugFileExporter(path)},
+	}.String()
 	return &sink{proc: startCollector(t, bin, "B", ns, cfg), path: path}
 }
 
@@ -192,9 +148,9 @@ func TestOTLPExport(t *testing.T) {
 	bin := requireCollector(t)
 	pair := netnstest.New(t)
 	b := startSink(t, bin, pair.Receiver)
-	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
-		collectionInterval: "1s", minSnapshotInterval: "1s", connectionsPerEvent: 5,
-	}, "otlp_grpc", otlpExporter))
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(xdpflowSettings{
+		CollectionInterval: time.Second, MinSnapshotInterval: time.Second, NewConnectionsPerEvent: 5,
+	}, otlpExporter))
 	requireNativeAttach(t, a)
 	checkListeners(t, pair.Receiver, sinkEndpoint)
 
@@ -212,9 +168,9 @@ func TestShutdownFlush(t *testing.T) {
 	bin := requireCollector(t)
 	pair := netnstest.New(t)
 	b := startSink(t, bin, pair.Receiver)
-	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
-		collectionInterval: "1m", minSnapshotInterval: "1m", connectionsPerEvent: 1000,
-	}, "otlp_grpc", otlpExporter))
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(xdpflowSettings{
+		CollectionInterval: time.Minute, MinSnapshotInterval: time.Minute, NewConnectionsPerEvent: 1000,
+	}, otlpExporter))
 	requireNativeAttach(t, a)
 
 	var before flowMetrics
@@ -255,11 +211,9 @@ func TestPrometheusRemoteWrite(t *testing.T) {
 	}
 	pair := netnstest.New(t)
 	prom := startPrometheus(t, promBin, pair.Receiver)
-	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(agentOptions{
-		collectionInterval: "1s", minSnapshotInterval: "1s", connectionsPerEvent: 5,
-	}, "prometheus_remote_write", `prometheus_remote_write:
-  http:
-    endpoint: http://`+promAddr+`/api/v1/write`))
+	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(xdpflowSettings{
+		CollectionInterval: time.Second, MinSnapshotInterval: time.Second, NewConnectionsPerEvent: 5,
+	}, promRemoteWriteExporter))
 	requireNativeAttach(t, a)
 	checkListeners(t, pair.Receiver, promAddr)
 

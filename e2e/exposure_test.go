@@ -317,25 +317,14 @@ func bpffsPaths(t *testing.T, pid int) []string {
 }
 
 // minimalConfig is a collector with only the xdpflow receiver on the
-// receiver veth and the debug exporter; telemetry is the collector's
-// service.telemetry section, if any.
-func minimalConfig(telemetry string) string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    ports: [%d]
-    collection_interval: 1s
-    min_snapshot_interval: 1s
-exporters:
-  debug:
-    verbosity: basic
-service:
-%s  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      exporters: [debug]
-`, netnstest.ReceiverIface, port, telemetry)
+// receiver veth and the debug exporter.
+func minimalConfig() collectorConfig {
+	return collectorConfig{
+		Receivers: []component{xdpflowReceiver(xdpflowSettings{
+			Ports: []int{port}, CollectionInterval: time.Second, MinSnapshotInterval: time.Second,
+		})},
+		Exporters: []component{{ID: "debug", Settings: "verbosity: basic"}},
+	}
 }
 
 // debugExports counts the exports the debug exporter (basic verbosity)
@@ -369,8 +358,7 @@ func TestRootCollectorExposesNothing(t *testing.T) {
 	requireTools(t, "setpriv", "unshare", "find", "ss")
 	u := nobody(t)
 	pair := netnstest.New(t)
-	config := minimalConfig("  telemetry:\n    metrics:\n      level: none\n")
-	p, before := startRootCollectorWithBPFFS(t, bin, pair.Receiver, config)
+	p, before := startRootCollectorWithBPFFS(t, bin, pair.Receiver, minimalConfig().String())
 	pid := p.pid()
 
 	// A pin would have succeeded: the file system is writable.
@@ -459,7 +447,9 @@ func compact(s []string) []string {
 func TestDefaultTelemetryListensOnLoopbackOnly(t *testing.T) {
 	bin := requireCollector(t)
 	pair := netnstest.New(t)
-	p := startCollector(t, bin, "default-telemetry", pair.Receiver, minimalConfig(""))
+	config := minimalConfig()
+	config.DefaultTelemetry = true
+	p := startCollector(t, bin, "default-telemetry", pair.Receiver, config.String())
 	waitDebugExports(t, p, 1, 10*time.Second)
 	socks := socketInodes(t, p.pid())
 	all := inetSockets(t, p.pid())

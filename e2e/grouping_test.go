@@ -62,41 +62,29 @@ var groupingAttributes = []string{
 }
 
 // groupedAgentConfig is collector A: the xdpflow receiver on the receiver
-// veth, in native mode, counting port 8080 without source ports and with
-// source addresses truncated to prefixes, exporting every second to the
-// test's OTLP/HTTP backend and to Prometheus.
+// veth, in native mode, counting port 8080 with groupingSettings,
+// exporting every second to the test's OTLP/HTTP backend and to
+// Prometheus.
 func groupedAgentConfig() string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    ports: [%d]
-    collection_interval: 1s
-    min_snapshot_interval: 1s
-    new_connections_per_event: 5
-    attributes: [source.address, destination.port, network.transport, network.interface.name]
-    source_address:
-      ipv4_prefix_length: %d
-      ipv6_prefix_length: %d
-processors:
-  batch:
-    timeout: 200ms
-exporters:
-  otlp_http:
-    endpoint: http://%s
-  prometheus_remote_write:
-    http:
-      endpoint: http://%s/api/v1/write
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      processors: [batch]
-      exporters: [otlp_http, prometheus_remote_write]
-`, netnstest.ReceiverIface, port, groupingIPv4Prefix, groupingIPv6Prefix, groupingOTLPAddr, promAddr)
+	return collectorConfig{
+		Receivers: []component{xdpflowReceiver(xdpflowSettings{
+			Ports: []int{port}, CollectionInterval: time.Second, MinSnapshotInterval: time.Second,
+			NewConnectionsPerEvent: 5, More: groupingSettings(),
+		})},
+		Processors: []component{batchProcessor},
+		Exporters:  []component{otlpHTTPExporter(groupingOTLPAddr), promRemoteWriteExporter},
+	}.String()
+}
+
+// groupingSettings are the xdpflow receiver's settings that group
+// connections: attributes without source ports, and source addresses
+// truncated to groupingIPv4Prefix and groupingIPv6Prefix.
+func groupingSettings() string {
+	return fmt.Sprintf(`attributes: [source.address, destination.port, network.transport, network.interface.name]
+source_address:
+  ipv4_prefix_length: %d
+  ipv6_prefix_length: %d
+`, groupingIPv4Prefix, groupingIPv6Prefix)
 }
 
 // seriesKey identifies a grouped series the way its attributes do (the

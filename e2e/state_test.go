@@ -44,32 +44,15 @@ const (
 	detachTimeout = 5 * time.Second
 )
 
-// stateAgentConfig is a collector with the xdpflow receiver on the
-// receiver veth, in native mode, with state_directory dir, a snapshot
-// every second, exporting over OTLP/HTTP to addr; receiver holds further
-// receiver settings (YAML lines, indented by 4).
-func stateAgentConfig(dir, addr, receiver string) string {
-	return fmt.Sprintf(`receivers:
-  xdpflow:
-    interfaces: [%s]
-    attach_mode: native
-    collection_interval: 1s
-    min_snapshot_interval: 1s
-    new_connections_per_event: 5
-    state_directory: %s
-%s
-exporters:
-  otlp_http:
-    endpoint: http://%s
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [xdpflow]
-      exporters: [otlp_http]
-`, netnstest.ReceiverIface, dir, receiver, addr)
+// stateAgentConfig is a collector with the xdpflow receiver with settings
+// s (its state_directory, ports and more) and a snapshot every second,
+// exporting over OTLP/HTTP to addr.
+func stateAgentConfig(s xdpflowSettings, addr string) string {
+	s.CollectionInterval, s.MinSnapshotInterval, s.NewConnectionsPerEvent = time.Second, time.Second, 5
+	return collectorConfig{
+		Receivers: []component{xdpflowReceiver(s)},
+		Exporters: []component{otlpHTTPExporter(addr)},
+	}.String()
 }
 
 // mountStateDirectory mounts a BPF file system of the test's own (see
@@ -223,7 +206,7 @@ func TestSIGKILLRestartWithStateKeepsCounts(t *testing.T) {
 	pair := netnstest.New(t)
 	dir := mountStateDirectory(t)
 	backend := startOTLPHTTPBackend(t, pair.Receiver, stateOTLPAddr)
-	cfg := stateAgentConfig(dir, stateOTLPAddr, fmt.Sprintf("    ports: [%d]", port))
+	cfg := stateAgentConfig(xdpflowSettings{StateDirectory: dir, Ports: []int{port}}, stateOTLPAddr)
 	first := startCollector(t, bin, "A1", pair.Receiver, cfg)
 	requireNativeAttach(t, first)
 	requireLog(t, first, stateNewLog, 1)
@@ -402,7 +385,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	udp4 := newUDPSender(t, pair, netip.AddrPortFrom(netnstest.SenderIPv4, 41500), servers, sent)
 	udp6 := newUDPSender(t, pair, netip.AddrPortFrom(netnstest.SenderIPv6, 41500), servers, sent)
 	capture := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, filter)
-	a1 := startCollector(t, bin, "A1", pair.Receiver, stateAgentConfig(dir, stateOTLPAddr, fmt.Sprintf("    ports: [%d]", port)))
+	a1 := startCollector(t, bin, "A1", pair.Receiver, stateAgentConfig(xdpflowSettings{StateDirectory: dir, Ports: []int{port}}, stateOTLPAddr))
 	requireNativeAttach(t, a1)
 	requireLog(t, a1, stateNewLog, 1)
 	udp4.send(t, dst4, 40)
@@ -416,7 +399,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	udp6.send(t, dst6, 40)
 
 	a2 := startCollector(t, bin, "A2", pair.Receiver,
-		stateAgentConfig(dir, stateOTLPAddr, fmt.Sprintf("    ports: [%d, %d]", port, otherPort)))
+		stateAgentConfig(xdpflowSettings{StateDirectory: dir, Ports: []int{port, otherPort}}, stateOTLPAddr))
 	requireLog(t, a2, stateTakenLog, 1)
 	requireLog(t, a2, stateReplacedLog, 0)
 	udp4.send(t, dst4, 40)
@@ -439,16 +422,12 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 
 	// 2. Another attribute set: a new table.
 	backend2 := startOTLPHTTPBackend(t, pair.Receiver, stateOTLPAddr2)
-	grouped := fmt.Sprintf(`    ports: [%d, %d]
-    attributes: [source.address, destination.port, network.transport, network.interface.name]
-    source_address:
-      ipv4_prefix_length: %d
-      ipv6_prefix_length: %d`, port, otherPort, groupingIPv4Prefix, groupingIPv6Prefix)
+	grouped := xdpflowSettings{StateDirectory: dir, Ports: []int{port, otherPort}, More: groupingSettings()}
 	sent3 := map[conn]counts{}
 	udp4.sent, udp6.sent = sent3, sent3
 	capture2 := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, filter)
 	began := time.Now()
-	a3 := startCollector(t, bin, "A3", pair.Receiver, stateAgentConfig(dir, stateOTLPAddr2, grouped))
+	a3 := startCollector(t, bin, "A3", pair.Receiver, stateAgentConfig(grouped, stateOTLPAddr2))
 	requireLog(t, a3, stateReplacedLog, 1)
 	requireLog(t, a3, stateTakenLog, 0)
 	udp4b := newUDPSender(t, pair, netip.AddrPortFrom(netnstest.SenderIPv4, 41501), servers, sent3)
@@ -476,15 +455,18 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 		seriesTable(members, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, wantSent, want, gm.values))
 
 	// 3. Another max_connections: a new table.
-	a4 := startCollector(t, bin, "A4", pair.Receiver, stateAgentConfig(dir, stateOTLPAddr2, grouped+"\n    max_connections: 4096"))
+	bigger := grouped
+	bigger.MaxConnections = 4096
+	a4 := startCollector(t, bin, "A4", pair.Receiver, stateAgentConfig(bigger, stateOTLPAddr2))
 	requireLog(t, a4, stateReplacedLog, 1)
 	stopCollector(t, pair, a4)
 
 	// 4. Without state_directory while the pinned link holds the
 	// interface: refused, naming the way out.
 	plain := filepath.Join(t.TempDir(), "plain.yaml")
-	if err := os.WriteFile(plain, []byte(strings.Replace(stateAgentConfig(dir, stateOTLPAddr2, grouped),
-		"    state_directory: "+dir+"\n", "", 1)), 0o600); err != nil {
+	stateless := grouped
+	stateless.StateDirectory = ""
+	if err := os.WriteFile(plain, []byte(stateAgentConfig(stateless, stateOTLPAddr2)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := runToExit(t, pair.Receiver, readyTimeout, bin, "--config", plain)
@@ -534,7 +516,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	privtest.MountBPFFSAt(t, mnt)
 	dir := filepath.Join(mnt, "xdpflow-state")
 	backend := startOTLPHTTPBackend(t, pair.Receiver, stateOTLPAddr)
-	cfgText := stateAgentConfig(dir, stateOTLPAddr, fmt.Sprintf("    ports: [%d]", port))
+	cfgText := stateAgentConfig(xdpflowSettings{StateDirectory: dir, Ports: []int{port}}, stateOTLPAddr)
 	cfg := writeFileFor(t, u, shared, "config.yaml", cfgText, 0o600)
 	asNobody := append(setprivArgs(u, requiredCaps), bin, "--config", cfg)
 	refused := func(what string) string {
