@@ -92,24 +92,12 @@ func requireNativeAttach(t *testing.T, agent *process) {
 // exactly the connections sent, UDP with the sender's counts.
 func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*traffic, map[conn]counts) {
 	t.Helper()
-	capture := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+	capture := capturePort(t, pair)
 	tr := sendTraffic(t, pair)
 	if afterTraffic != nil {
 		afterTraffic()
 	}
-	res, err := capture.stop()
-	if err != nil {
-		t.Fatalf("capture: %v", err)
-	}
-	captured := captureCounts(t, res)
-	if got, want := sortedConns(captured), slices.SortedFunc(slices.Values(tr.conns), compareConns); !slices.Equal(got, want) {
-		t.Fatalf("capture holds connections %v, sent %v", got, want)
-	}
-	for c, sent := range tr.sent {
-		if captured[c] != sent {
-			t.Errorf("%s: sender counted %s, tcpdump %s", c, sent, captured[c])
-		}
-	}
+	captured := stopCapture(t, capture, tr)
 	for _, c := range tr.conns {
 		if c.Transport == "tcp" && (captured[c].Packets < 50 || captured[c].Bytes < 100<<10) {
 			t.Errorf("%s: capture holds only %s", c, captured[c])
@@ -117,8 +105,6 @@ func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*t
 	}
 	return tr, captured
 }
-
-func compareConns(a, b conn) int { return strings.Compare(a.String(), b.String()) }
 
 // checkListeners checks that the only listening sockets in namespace ns
 // are on loopback, at the addresses allowed.

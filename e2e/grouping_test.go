@@ -342,21 +342,9 @@ func TestGroupedSeriesEqualCapture(t *testing.T) {
 	a := startCollector(t, bin, "A", pair.Receiver, groupedAgentConfig())
 	requireNativeAttach(t, a)
 
-	capture := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+	capture := capturePort(t, pair)
 	tr := sendGroupedTraffic(t, pair)
-	res, err := capture.stop()
-	if err != nil {
-		t.Fatalf("capture: %v", err)
-	}
-	capturedConns := captureCounts(t, res)
-	if got, want := sortedConns(capturedConns), slices.SortedFunc(slices.Values(tr.conns), compareConns); !slices.Equal(got, want) {
-		t.Fatalf("capture holds connections %v, sent %v", got, want)
-	}
-	for c, sent := range tr.sent {
-		if capturedConns[c] != sent {
-			t.Errorf("%s: sender counted %s, tcpdump %s", c, sent, capturedConns[c])
-		}
-	}
+	capturedConns := stopCapture(t, capture, tr)
 	captured, conns := groupCounts(capturedConns)
 	sent, _ := groupCounts(tr.sent)
 	if len(captured) != 6 {

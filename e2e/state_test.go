@@ -212,7 +212,7 @@ func TestSIGKILLRestartWithStateKeepsCounts(t *testing.T) {
 	requireLog(t, first, stateNewLog, 1)
 	firstProg := requireAttached(t, pair, "first collector")
 
-	capture := startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+	capture := capturePort(t, pair)
 	began := time.Now()
 	steady := startSteadyTraffic(t, pair, steadyOptions{
 		UDPFlows: 2, UDPGap: 4 * time.Millisecond,

@@ -136,6 +136,33 @@ func captureCounts(t *testing.T, res tcpdumpResult) map[conn]counts {
 	return m
 }
 
+// capturePort captures the receiver veth's inbound packets to port 8080.
+func capturePort(t *testing.T, pair *netnstest.Pair) *tcpdump {
+	t.Helper()
+	return startTcpdump(t, pair.Receiver, netnstest.ReceiverIface, fmt.Sprintf("dst port %d", port))
+}
+
+// stopCapture stops capture and checks it against the sender's traffic
+// tr: exactly its connections, UDP with the sender's counts. It returns
+// the capture's counts per connection.
+func stopCapture(t *testing.T, capture *tcpdump, tr *traffic) map[conn]counts {
+	t.Helper()
+	res, err := capture.stop()
+	if err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	captured := captureCounts(t, res)
+	if got, want := sortedConns(captured), slices.SortedFunc(slices.Values(tr.conns), compareConns); !slices.Equal(got, want) {
+		t.Fatalf("capture holds connections %v, sent %v", got, want)
+	}
+	for c, sent := range tr.sent {
+		if captured[c] != sent {
+			t.Errorf("%s: sender counted %s, tcpdump %s", c, sent, captured[c])
+		}
+	}
+	return captured
+}
+
 // table formats the counts of conns from each source, one line per
 // connection, for the test log.
 func table(conns []conn, cols []string, values ...map[conn]counts) string {
@@ -165,6 +192,9 @@ func sortedConns(m map[conn]counts) []conn {
 	for c := range m {
 		cs = append(cs, c)
 	}
-	slices.SortFunc(cs, func(a, b conn) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(cs, compareConns)
 	return cs
 }
+
+// compareConns orders connections by their String.
+func compareConns(a, b conn) int { return strings.Compare(a.String(), b.String()) }
