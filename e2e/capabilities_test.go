@@ -380,22 +380,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
 		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
 	}
-	for c, w := range sent {
-		if got := fm.values[c]; got != w {
-			t.Errorf("%s: exported %s, the sender sent %s", c, got, w)
-		}
-	}
-	for c, got := range fm.values {
-		if _, ok := sent[c]; !ok {
-			t.Errorf("exported %s for %s, which was not sent", got, c)
-		}
-	}
-	for _, pr := range fm.problems {
-		t.Errorf("unexpected data point: %s", pr)
-	}
-	if fm.overflow != 0 {
-		t.Errorf("xdpflow.overflow.packets = %d, want 0", fm.overflow)
-	}
+	checkAllFlows(t, fm, sent)
 	conns := sortedConns(sent)
 	t.Logf("program %s on %s; final values:\n%s", progID, netnstest.ReceiverIface,
 		table(conns, []string{"sender", "collector (nobody, 3 caps)"}, sent, fm.values))

@@ -136,3 +136,34 @@ func checkLatest[K seriesID](t *testing.T, what string, l latest[K], captured, s
 		t.Errorf("%s: xdpflow.overflow.packets = %d, want 0", what, l.overflow)
 	}
 }
+
+// checkAllFlows checks that fm holds exactly the connections of sent, each
+// with its packets and bytes, and nothing overflowed. It reports at most
+// ten differences one by one.
+func checkAllFlows(t *testing.T, fm flowMetrics, sent map[conn]counts) {
+	t.Helper()
+	var bad int
+	var want, got counts
+	for c, w := range sent {
+		g := fm.values[c]
+		want = counts{want.Packets + w.Packets, want.Bytes + w.Bytes}
+		got = counts{got.Packets + g.Packets, got.Bytes + g.Bytes}
+		if g != w {
+			if bad++; bad <= 10 {
+				t.Errorf("%s: exported %s, sent %s", c, g, w)
+			}
+		}
+	}
+	for c, g := range fm.values {
+		if _, ok := sent[c]; !ok {
+			t.Errorf("exported %s for %s, which sent nothing", g, c)
+		}
+	}
+	for _, p := range fm.problems {
+		t.Errorf("unexpected data point: %s", p)
+	}
+	if fm.overflow != 0 {
+		t.Errorf("xdpflow.overflow.packets = %d, want 0", fm.overflow)
+	}
+	t.Logf("%d connections: sent %s, exported %s; %d connections differ", len(sent), want, got, bad)
+}
