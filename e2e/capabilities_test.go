@@ -164,6 +164,15 @@ func writeFileFor(t *testing.T, u unprivileged, dir, name, data string, perm os.
 	return path
 }
 
+// writeDebugFileConfig writes, in dir and owned by u, an empty file for
+// the debug exporter's output and a debugFileConfig that writes to it,
+// their names ending in suffix. It returns their paths.
+func writeDebugFileConfig(t *testing.T, u unprivileged, dir, suffix string) (debugFile, string) {
+	t.Helper()
+	out := writeFileFor(t, u, dir, "debug"+suffix+".txt", "", 0o600)
+	return debugFile(out), writeFileFor(t, u, dir, "config"+suffix+".yaml", debugFileConfig(out), 0o600)
+}
+
 // debugFileConfig is a collector with only the xdpflow receiver on the
 // receiver veth (native mode, port 8080, a snapshot every second) and the
 // debug exporter writing detailed output to out, with no telemetry
@@ -175,19 +184,6 @@ func debugFileConfig(out string) string {
 		})},
 		Exporters: []component{debugFileExporter(out)},
 	}.String()
-}
-
-// readDebugFile parses the debug exporter's output file.
-func readDebugFile(path string) (flowMetrics, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return flowMetrics{}, err
-	}
-	pts, err := parseDebug(string(data))
-	if err != nil {
-		return flowMetrics{}, err
-	}
-	return latestFlows(pts, netnstest.ReceiverIface), nil
 }
 
 // procStatus returns the fields of /proc/<pid>/status (or of a task's
@@ -298,8 +294,7 @@ func TestLeastPrivilege(t *testing.T) {
 	u := nobody(t)
 	pair := netnstest.New(t)
 	dir := sharedDir(t, u)
-	out := writeFileFor(t, u, dir, "debug.txt", "", 0o600)
-	cfg := writeFileFor(t, u, dir, "config.yaml", debugFileConfig(out), 0o600)
+	out, cfg := writeDebugFileConfig(t, u, dir, "")
 
 	args := append(setprivArgs(u, requiredCaps), bin, "--config", cfg)
 	p := startProcess(t, "collector (nobody, 3 capabilities)", pair.Receiver, "setpriv", args...)
@@ -369,8 +364,7 @@ func TestLeastPrivilege(t *testing.T) {
 		c := conn{Transport: "udp", Src: x.src, SrcPort: x.sport, DstPort: port}
 		sent[c] = sendUDP(t, pair, x.src, x.sport, x.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(x.src)))
 	}
-	read := func() (flowMetrics, error) { return readDebugFile(out) }
-	fm := waitLatest(t, read, sent, valuesTimeout)
+	fm := waitLatest(t, out.read, sent, valuesTimeout)
 	if err := p.stop(); err != nil {
 		t.Errorf("collector: %v", err)
 	}
@@ -396,8 +390,7 @@ func TestLeastPrivilegeEachCapabilityNeeded(t *testing.T) {
 	u := nobody(t)
 	pair := netnstest.New(t)
 	dir := sharedDir(t, u)
-	out := writeFileFor(t, u, dir, "debug.txt", "", 0o600)
-	cfg := writeFileFor(t, u, dir, "config.yaml", debugFileConfig(out), 0o600)
+	_, cfg := writeDebugFileConfig(t, u, dir, "")
 
 	type run struct {
 		label   string
@@ -562,8 +555,7 @@ func TestFileCapabilitiesNoNewPrivs(t *testing.T) {
 	var summary []string
 	for i, r := range runs {
 		t.Run(r.label, func(t *testing.T) {
-			out := writeFileFor(t, u, dir, fmt.Sprintf("debug-%d.txt", i), "", 0o600)
-			cfg := writeFileFor(t, u, dir, fmt.Sprintf("config-%d.yaml", i), debugFileConfig(out), 0o600)
+			out, cfg := writeDebugFileConfig(t, u, dir, fmt.Sprintf("-%d", i))
 			args := slices.Concat(r.setpriv, []string{copied, "--config", cfg})
 			var result, output string
 			if len(r.granted) == len(requiredCaps) {
@@ -598,7 +590,7 @@ func TestFileCapabilitiesNoNewPrivs(t *testing.T) {
 // no_new_privs; that UDP from sport is counted exactly; and that SIGTERM
 // shuts it down and detaches the program. It returns a summary and the
 // process's output.
-func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileCapsRun, bin string, args []string, out string, sport uint16) (string, string) {
+func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileCapsRun, bin string, args []string, out debugFile, sport uint16) (string, string) {
 	t.Helper()
 	p := startProcess(t, "collector ("+r.label+")", pair.Receiver, "setpriv", args...)
 	p.waitOutput(t, collectorReady, readyTimeout)
@@ -639,7 +631,7 @@ func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileC
 
 	c := conn{Transport: "udp", Src: netnstest.SenderIPv4, SrcPort: sport, DstPort: port}
 	sent := map[conn]counts{c: sendUDP(t, pair, netnstest.SenderIPv4, sport, netnstest.ReceiverIPv4, port, netnstest.UDPSizes(100, netnstest.MaxUDPPayload(netnstest.SenderIPv4)))}
-	fm := waitLatest(t, func() (flowMetrics, error) { return readDebugFile(out) }, sent, valuesTimeout)
+	fm := waitLatest(t, out.read, sent, valuesTimeout)
 	if err := p.stop(); err != nil {
 		t.Errorf("collector: %v", err)
 	}

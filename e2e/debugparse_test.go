@@ -6,11 +6,14 @@ import (
 	"bufio"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
 )
 
 // point is one number data point of the debug exporter's detailed output.
@@ -76,6 +79,24 @@ func parseDebug(text string) ([]point, error) {
 		}
 	}
 	return pts, sc.Err()
+}
+
+// debugFile is a file the debug exporter writes its detailed output to.
+type debugFile string
+
+// read parses what the debug exporter has written to the file so far
+// (nothing if it does not exist yet) into the latest values per
+// connection.
+func (f debugFile) read() (flowMetrics, error) {
+	data, err := os.ReadFile(string(f))
+	if err != nil && !os.IsNotExist(err) {
+		return flowMetrics{}, err
+	}
+	pts, err := parseDebug(string(data))
+	if err != nil {
+		return flowMetrics{}, err
+	}
+	return latestFlows(pts, netnstest.ReceiverIface), nil
 }
 
 // latestFlows reduces points to the latest value of every connection's

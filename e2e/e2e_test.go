@@ -48,7 +48,7 @@ var otlpExporter = component{ID: "otlp_grpc", Settings: "endpoint: " + sinkEndpo
 // writes, in detailed verbosity, to a file the test reads.
 type sink struct {
 	proc *process
-	path string
+	debugFile
 }
 
 func startSink(t *testing.T, bin, ns string) *sink {
@@ -58,23 +58,7 @@ func startSink(t *testing.T, bin, ns string) *sink {
 		Receivers: []component{{ID: "otlp", Settings: "protocols:\n  grpc:\n    endpoint: " + sinkEndpoint}},
 		Exporters: []component{debugFileExporter(path)},
 	}.String()
-	return &sink{proc: startCollector(t, bin, "B", ns, cfg), path: path}
-}
-
-// read parses everything B's debug exporter has written so far.
-func (s *sink) read() (flowMetrics, error) {
-	data, err := os.ReadFile(s.path)
-	if os.IsNotExist(err) {
-		return latestFlows(nil, netnstest.ReceiverIface), nil
-	}
-	if err != nil {
-		return flowMetrics{}, err
-	}
-	pts, err := parseDebug(string(data))
-	if err != nil {
-		return flowMetrics{}, err
-	}
-	return latestFlows(pts, netnstest.ReceiverIface), nil
+	return &sink{proc: startCollector(t, bin, "B", ns, cfg), debugFile: debugFile(path)}
 }
 
 // requireNativeAttach checks that collector A attached in native mode, so
