@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -353,17 +352,7 @@ func TestLeastPrivilege(t *testing.T) {
 	probe := probeFDs(t, p.pid(), u)
 	t.Logf("a capability-less process of uid %d on the collector's fds: %s", u.uid, probe)
 
-	sent := map[conn]counts{}
-	for _, x := range []struct {
-		src, dst netip.Addr
-		sport    uint16
-	}{
-		{netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40104},
-		{netnstest.SenderIPv6, netnstest.ReceiverIPv6, 40106},
-	} {
-		c := conn{Transport: "udp", Src: x.src, SrcPort: x.sport, DstPort: port}
-		sent[c] = sendUDP(t, pair, x.src, x.sport, x.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(x.src)))
-	}
+	_, sent := sendUDPBothFamilies(t, pair, 40104, 40106, 150)
 	fm := waitLatest(t, out.read, sent, valuesTimeout)
 	if err := p.stop(); err != nil {
 		t.Errorf("collector: %v", err)

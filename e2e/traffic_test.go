@@ -60,18 +60,8 @@ type traffic struct {
 // IPv4 and over IPv6, and a TCP conversation over each.
 func sendTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 	t.Helper()
-	tr := &traffic{sent: map[conn]counts{}}
-	for _, u := range []struct {
-		src, dst netip.Addr
-		sport    uint16
-	}{
-		{netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40004},
-		{netnstest.SenderIPv6, netnstest.ReceiverIPv6, 40006},
-	} {
-		c := conn{Transport: "udp", Src: u.src, SrcPort: u.sport, DstPort: port}
-		tr.sent[c] = sendUDP(t, pair, u.src, u.sport, u.dst, port, netnstest.UDPSizes(150, netnstest.MaxUDPPayload(u.src)))
-		tr.conns = append(tr.conns, c)
-	}
+	conns, sent := sendUDPBothFamilies(t, pair, 40004, 40006, 150)
+	tr := &traffic{conns: conns, sent: sent}
 	for _, x := range []struct{ src, dst netip.Addr }{
 		{netnstest.SenderIPv4, netnstest.ReceiverIPv4},
 		{netnstest.SenderIPv6, netnstest.ReceiverIPv6},
@@ -79,6 +69,28 @@ func sendTraffic(t *testing.T, pair *netnstest.Pair) *traffic {
 		tr.conns = append(tr.conns, tcpConversation(t, pair, x.src, netip.AddrPortFrom(x.dst, port), 100<<10))
 	}
 	return tr
+}
+
+// sendUDPBothFamilies sends n datagrams of sizes from 0 to the MTU, as
+// sendUDP does, to port 8080 of the receiver: over IPv4 from source port
+// sport4, over IPv6 from sport6. It returns the two connections, IPv4
+// first, and the sender's counts.
+func sendUDPBothFamilies(t *testing.T, pair *netnstest.Pair, sport4, sport6 uint16, n int) ([]conn, map[conn]counts) {
+	t.Helper()
+	var conns []conn
+	sent := map[conn]counts{}
+	for _, u := range []struct {
+		src, dst netip.Addr
+		sport    uint16
+	}{
+		{netnstest.SenderIPv4, netnstest.ReceiverIPv4, sport4},
+		{netnstest.SenderIPv6, netnstest.ReceiverIPv6, sport6},
+	} {
+		c := conn{Transport: "udp", Src: u.src, SrcPort: u.sport, DstPort: port}
+		sent[c] = sendUDP(t, pair, u.src, u.sport, u.dst, port, netnstest.UDPSizes(n, netnstest.MaxUDPPayload(u.src)))
+		conns = append(conns, c)
+	}
+	return conns, sent
 }
 
 // sendUDP sends one datagram per payload size from src:sport in the sender
