@@ -17,11 +17,9 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -222,15 +220,11 @@ func runToExit(t *testing.T, ns string, timeout time.Duration, name string, args
 	cmd := netnsCommand(ctx, ns, name, args...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// As startProcess: killed if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		errc <- cmd.Run()
-	}()
-	err := <-errc
+	err := startTiedToTest(cmd, func() { errc <- cmd.Wait() })
+	if err == nil {
+		err = <-errc
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("%s did not exit within %v (killed):\n%s", cmd, timeout, out.String())
 	}

@@ -94,23 +94,11 @@ func startProcess(t *testing.T, label, ns, name string, args ...string) *process
 	p.cmd.Stdout = &p.output
 	p.cmd.Stderr = &p.output
 	p.cmd.Cancel = func() error { return p.cmd.Process.Kill() }
-	// The parent-death signal fires when the thread that forked the
-	// process exits, so the process is started, and waited for, on a
-	// goroutine locked to its thread (as startTcpdump does).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
+	err := startTiedToTest(p.cmd, func() {
 		p.err = p.cmd.Wait()
 		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		cancel()
 		t.Fatalf("start %s: %s: %v", label, p.cmd, err)
 	}
@@ -124,6 +112,27 @@ func startProcess(t *testing.T, label, ns, name string, args ...string) *process
 		}
 	})
 	return p
+}
+
+// startTiedToTest starts cmd with a parent-death signal, SIGKILL, so that
+// it does not outlive the test binary. The signal fires when the thread
+// that forked the process exits, so cmd is started on a goroutine locked
+// to its thread, which then runs wait: wait must wait for cmd. It returns
+// cmd.Start's error.
+func startTiedToTest(cmd *exec.Cmd, wait func()) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		wait()
+	}()
+	return <-started
 }
 
 // pid returns the process's PID.

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,29 +84,18 @@ func startTcpdump(tb testing.TB, ns, iface, filter string) *tcpdump {
 	}
 	c.cmd = netnsCommand(ctx, ns, "tcpdump", args...)
 	c.cmd.Cancel = func() error { return c.cmd.Process.Kill() }
-	// If the test process dies (e.g. killed by a timeout), tcpdump must not
-	// outlive it and keep the namespace alive. The death signal is sent
-	// when the forking thread exits, so tcpdump is started, and waited
-	// for, on a goroutine locked to its thread.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		cancel()
 		tb.Fatalf("tcpdump: %v", err)
 	}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := c.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
+	// If the test process dies (e.g. killed by a timeout), tcpdump must not
+	// outlive it and keep the namespace alive.
+	err = startTiedToTest(c.cmd, func() {
 		<-c.done // Wait only after stderr has been read to its end.
 		c.exited <- c.cmd.Wait()
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		cancel()
 		tb.Fatalf("start %s: %v", c.cmd, err)
 	}
