@@ -199,17 +199,6 @@ func procStatus(path string) (map[string]string, error) {
 	return out, nil
 }
 
-// xdpProgram returns the ID of the XDP program attached to iface in
-// namespace ns, or "" if there is none.
-func xdpProgram(t *testing.T, ns, iface string) string {
-	t.Helper()
-	xdp, ok := netnstest.LinkXDP(t, ns, iface)
-	if !ok {
-		return ""
-	}
-	return strconv.FormatUint(uint64(xdp.ProgID), 10)
-}
-
 // runToExit runs name with args in namespace ns until it exits, at most
 // timeout (the test fails if it has not exited by then; it is killed),
 // and returns its combined output and exit error.
@@ -255,21 +244,14 @@ func checkCapabilityRefusal(t *testing.T, pair *netnstest.Pair, output string, e
 	if strings.Contains(output, collectorReady) {
 		t.Errorf("the collector became ready")
 	}
-	var errLine string
-	for line := range strings.SplitSeq(output, "\n") {
-		if strings.HasPrefix(line, "Error: ") {
-			errLine = line
-		}
-	}
+	errLine := lastErrorLine(output)
 	if !strings.Contains(errLine, "xdpflow receiver") {
 		t.Fatalf("no xdpflow start-up error in the output:\n%s", output)
 	}
 	if got := missingCapsIn(errLine); !slices.Equal(got, missing) {
 		t.Errorf("the error names %v as missing, want %v: %s", got, missing, errLine)
 	}
-	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
-		t.Errorf("XDP program %s left on %s", id, netnstest.ReceiverIface)
-	}
+	requireDetached(t, pair, "the collector refused to start")
 	return exit.ExitCode(), errLine
 }
 
@@ -290,18 +272,10 @@ func TestLeastPrivilege(t *testing.T) {
 	out, cfg := writeDebugFileConfig(t, u, dir, "")
 
 	args := append(setprivArgs(u, requiredCaps), bin, "--config", cfg)
-	p := startProcess(t, "collector (nobody, 3 capabilities)", pair.Receiver, "setpriv", args...)
-	p.waitOutput(t, collectorReady, readyTimeout)
-	if o := p.output.String(); !strings.Contains(o, `"attach_mode": "native"`) {
-		t.Fatalf("the collector did not log a native attachment:\n%s", o)
-	}
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid())); err != nil || exe != bin {
-		t.Fatalf("pid %d runs %q (%v), want the collector %s", p.pid(), exe, err, bin)
-	}
-	progID := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface)
-	if progID == "" {
-		t.Fatalf("no XDP program on %s", netnstest.ReceiverIface)
-	}
+	p := startCollectorCommand(t, "collector (nobody, 3 capabilities)", pair.Receiver, "setpriv", args...)
+	requireNativeAttach(t, p)
+	requireRunsBinary(t, p, bin)
+	progID := requireAttached(t, pair, "collector started")
 
 	// Credentials of the process and of each of its threads.
 	want := fmt.Sprintf("%016x", capMask(requiredCaps))
@@ -348,18 +322,13 @@ func TestLeastPrivilege(t *testing.T) {
 
 	_, sent := sendUDPBothFamilies(t, pair, 40104, 40106, 150)
 	fm := waitLatest(t, out.read, sent, valuesTimeout)
-	if err := p.stop(); err != nil {
-		t.Errorf("collector: %v", err)
-	}
+	stopDetaches(t, pair, p)
 	if o := p.output.String(); !strings.Contains(o, "Shutdown complete.") {
 		t.Errorf("the collector did not log a complete shutdown")
 	}
-	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
-		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
-	}
 	checkAllFlows(t, fm, sent)
 	conns := sortedConns(sent)
-	t.Logf("program %s on %s; final values:\n%s", progID, netnstest.ReceiverIface,
+	t.Logf("program %d on %s; final values:\n%s", progID, netnstest.ReceiverIface,
 		table(conns, []string{"sender", "collector (nobody, 3 caps)"}, sent, fm.values))
 }
 
@@ -575,15 +544,9 @@ func TestFileCapabilitiesNoNewPrivs(t *testing.T) {
 // process's output.
 func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileCapsRun, bin string, args []string, out debugFile, sport uint16) (string, string) {
 	t.Helper()
-	p := startProcess(t, "collector ("+r.label+")", pair.Receiver, "setpriv", args...)
-	p.waitOutput(t, collectorReady, readyTimeout)
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid())); err != nil || exe != bin {
-		t.Fatalf("pid %d runs %q (%v), want the collector %s", p.pid(), exe, err, bin)
-	}
-	progID := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface)
-	if progID == "" {
-		t.Fatalf("no XDP program on %s", netnstest.ReceiverIface)
-	}
+	p := startCollectorCommand(t, "collector ("+r.label+")", pair.Receiver, "setpriv", args...)
+	requireRunsBinary(t, p, bin)
+	progID := requireAttached(t, pair, "collector started")
 	want := fmt.Sprintf("%016x", capMask(r.granted))
 	nnp := map[bool]string{false: "0", true: "1"}[r.noNewPrivs]
 	ids := strings.Repeat(strconv.Itoa(u.uid)+" ", 4)
@@ -615,15 +578,10 @@ func runWithFileCaps(t *testing.T, pair *netnstest.Pair, u unprivileged, r fileC
 	c := conn{Transport: "udp", Src: netnstest.SenderIPv4, SrcPort: sport, DstPort: port}
 	sent := map[conn]counts{c: sendUDP(t, pair, netnstest.SenderIPv4, sport, netnstest.ReceiverIPv4, port, netnstest.UDPSizes(100, netnstest.MaxUDPPayload(netnstest.SenderIPv4)))}
 	fm := waitLatest(t, out.read, sent, valuesTimeout)
-	if err := p.stop(); err != nil {
-		t.Errorf("collector: %v", err)
-	}
-	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
-		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
-	}
+	stopDetaches(t, pair, p)
 	if got := fm.values[c]; got != sent[c] || len(fm.values) != 1 {
 		t.Errorf("exported %v, the sender sent %s for %s", fm.values, sent[c], c)
 	}
-	return fmt.Sprintf("collector CapPrm %s CapEff %s CapAmb %s NoNewPrivs %s, %d threads; program %s attached; %s: sent %s, exported %s",
+	return fmt.Sprintf("collector CapPrm %s CapEff %s CapAmb %s NoNewPrivs %s, %d threads; program %d attached; %s: sent %s, exported %s",
 		st["CapPrm"], st["CapEff"], st["CapAmb"], st["NoNewPrivs"], len(tasks), progID, c, sent[c], fm.values[c]), p.output.String()
 }

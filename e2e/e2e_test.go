@@ -61,16 +61,6 @@ func startSink(t *testing.T, bin, ns string) *sink {
 	return &sink{proc: startCollector(t, bin, "B", ns, cfg), debugFile: debugFile(path)}
 }
 
-// requireNativeAttach checks that collector A attached in native mode, so
-// that packet counts are exact (generic mode counts after GRO).
-func requireNativeAttach(t *testing.T, agent *process) {
-	t.Helper()
-	out := agent.output.String()
-	if !strings.Contains(out, "XDP program attached") || !strings.Contains(out, `"attach_mode": "native"`) {
-		t.Fatalf("collector A did not log a native attachment:\n%s", out)
-	}
-}
-
 // captureAndSend captures the receiver veth's inbound packets to port 8080
 // while sendTraffic runs, then checks the capture against the sender:
 // exactly the connections sent, UDP with the sender's counts.
@@ -88,26 +78,6 @@ func captureAndSend(t *testing.T, pair *netnstest.Pair, afterTraffic func()) (*t
 		}
 	}
 	return tr, captured
-}
-
-// checkListeners checks that the only listening sockets in namespace ns
-// are on loopback, at the addresses allowed.
-func checkListeners(t *testing.T, ns string, allowed ...string) {
-	t.Helper()
-	out, err := netnsRun(ns, "ss", "-Hltun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if !slices.Contains(allowed, f[4]) {
-			t.Errorf("unexpected listening socket in %s: %s", ns, line)
-		}
-	}
-	t.Logf("listening sockets in the receiver namespace:\n%s", out)
 }
 
 // TestOTLPExport runs collector A (xdpflow -> OTLP/gRPC) and collector B

@@ -261,12 +261,9 @@ func startRootCollectorWithBPFFS(t *testing.T, bin, ns, config string) (*process
 	before := filepath.Join(dir, "bpffs-before.txt")
 	// unshare and sh exec, so the process's PID is the collector's.
 	const script = `mount -t bpf xdpflow-e2e /sys/fs/bpf && find /sys/fs/bpf -mindepth 1 >"$0" && exec "$@"`
-	p := startProcess(t, "collector (root, own bpffs)", ns, "unshare", "--mount", "--propagation", "private",
+	p := startCollectorCommand(t, "collector (root, own bpffs)", ns, "unshare", "--mount", "--propagation", "private",
 		"sh", "-c", script, before, bin, "--config", cfg)
-	p.waitOutput(t, collectorReady, readyTimeout)
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid())); err != nil || exe != bin {
-		t.Fatalf("pid %d runs %q (%v), want the collector %s", p.pid(), exe, err, bin)
-	}
+	requireRunsBinary(t, p, bin)
 	data, err := os.ReadFile(before)
 	if err != nil {
 		t.Fatal(err)
@@ -378,13 +375,7 @@ func TestRootCollectorExposesNothing(t *testing.T) {
 	if socks := inetSockets(t, pid); len(socks) != 0 {
 		t.Errorf("TCP/UDP sockets in the receiver namespace: %v", socks)
 	}
-	ss, err := netnsRun(pair.Receiver, "ss", "-Hltun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(ss) != "" {
-		t.Errorf("listening sockets in the receiver namespace:\n%s", ss)
-	}
+	checkListeners(t, pair.Receiver)
 
 	// Traffic, and snapshots of it.
 	exports := debugExports(p)
@@ -414,12 +405,7 @@ func TestRootCollectorExposesNothing(t *testing.T) {
 	if len(owned) != 0 {
 		t.Errorf("the collector holds TCP/UDP sockets: %v", owned)
 	}
-	if err := p.stop(); err != nil {
-		t.Errorf("collector: %v", err)
-	}
-	if id := xdpProgram(t, pair.Receiver, netnstest.ReceiverIface); id != "" {
-		t.Errorf("XDP program %s still on %s after the collector exited", id, netnstest.ReceiverIface)
-	}
+	stopDetaches(t, pair, p)
 	t.Logf("sent %s; /sys/fs/bpf held %v before start-up and the same while counting; collector fds: %s",
 		sent, before, strings.Join(compact(kinds), ", "))
 	t.Logf("uid %d without capabilities: %s", u.uid, probe)

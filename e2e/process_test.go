@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -190,24 +189,6 @@ func (p *process) waitOutput(t *testing.T, s string, timeout time.Duration) {
 		case <-tick.C:
 		}
 	}
-}
-
-// collectorReady is what the collector logs once every component started.
-// The xdpflow receiver's Start attaches the XDP program, so after this line
-// every packet is counted.
-const collectorReady = "Everything is ready. Begin running and processing data."
-
-// startCollector writes config to a file and runs the collector bin with
-// it in namespace ns, returning once it is ready.
-func startCollector(t *testing.T, bin, label, ns, config string) *process {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), label+".yaml")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startProcess(t, "collector "+label, ns, bin, "--config", path)
-	p.waitOutput(t, collectorReady, readyTimeout)
-	return p
 }
 
 // nsHTTPClient returns an HTTP client whose connections are made from

@@ -75,17 +75,6 @@ func requireLog(t *testing.T, p *process, s string, want int) {
 	}
 }
 
-// requireAttached returns the XDP program on the receiver veth, and fails
-// the test if there is none.
-func requireAttached(t *testing.T, pair *netnstest.Pair, when string) uint32 {
-	t.Helper()
-	xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
-	if !ok {
-		t.Fatalf("%s: no XDP program on %s", when, netnstest.ReceiverIface)
-	}
-	return xdp.ProgID
-}
-
 // removeStateDetaches removes the receiver's subdirectory of the state
 // directory, as README tells a user to once no collector runs, and checks
 // that this detaches the program and leaves nothing pinned.
@@ -473,11 +462,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	if err == nil || !strings.Contains(out, "rm -r <state_directory>/<receiver id>") {
 		t.Errorf("a collector without state_directory, the pins in place: %v, want a refusal naming rm -r:\n%s", err, out)
 	}
-	for line := range strings.SplitSeq(out, "\n") {
-		if strings.HasPrefix(line, "Error: ") {
-			t.Logf("without state_directory, the pins in place: %s", line)
-		}
-	}
+	t.Logf("without state_directory, the pins in place: %s", lastErrorLine(out))
 
 	removeStateDetaches(t, pair, dir)
 	for _, p := range []*process{a3, a4} {
@@ -525,12 +510,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 		if err == nil || strings.Contains(out, collectorReady) {
 			t.Fatalf("%s: the collector as nobody started (%v), want a refusal:\n%s", what, err, out)
 		}
-		var errLine string
-		for line := range strings.SplitSeq(out, "\n") {
-			if strings.HasPrefix(line, "Error: ") {
-				errLine = line
-			}
-		}
+		errLine := lastErrorLine(out)
 		t.Logf("%s: %s", what, errLine)
 		return errLine
 	}
@@ -568,8 +548,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 		senders[0].send(t, netip.AddrPortFrom(netnstest.ReceiverIPv4, port), 40)
 		senders[1].send(t, netip.AddrPortFrom(netnstest.ReceiverIPv6, port), 40)
 	}
-	first := startProcess(t, "collector N1 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
-	first.waitOutput(t, collectorReady, readyTimeout)
+	first := startCollectorCommand(t, "collector N1 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
 	requireLog(t, first, stateNewLog, 1)
 	send()
 	waitLatest(t, backend.read, sent, valuesTimeout)
@@ -589,8 +568,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	}
 	first.kill(t)
 	send() // no collector runs
-	second := startProcess(t, "collector N2 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
-	second.waitOutput(t, collectorReady, readyTimeout)
+	second := startCollectorCommand(t, "collector N2 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
 	requireLog(t, second, stateTakenLog, 1)
 	send()
 	fm := waitLatest(t, backend.read, sent, valuesTimeout)
@@ -632,8 +610,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", u.uid, u.gid), sub).CombinedOutput(); err != nil {
 		t.Fatalf("chown -R %s: %v: %s", sub, err, out)
 	}
-	third := startProcess(t, "collector N3 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
-	third.waitOutput(t, collectorReady, readyTimeout)
+	third := startCollectorCommand(t, "collector N3 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
 	requireLog(t, third, stateTakenLog, 1)
 	stopCollector(t, pair, third)
 	removeStateDetaches(t, pair, dir)
