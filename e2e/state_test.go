@@ -327,9 +327,9 @@ func (u *udpSender) send(t *testing.T, to netip.AddrPort, n int) {
 	u.sent[c] = counts{Packets: v.Packets + uint64(n), Bytes: v.Bytes + b}
 }
 
-// stopCollector stops p with SIGTERM and checks that its program stays
+// stopKeepsAttached stops p with SIGTERM and checks that its program stays
 // attached, pinned in the state directory.
-func stopCollector(t *testing.T, pair *netnstest.Pair, p *process) {
+func stopKeepsAttached(t *testing.T, pair *netnstest.Pair, p *process) {
 	t.Helper()
 	// The collector handles SIGTERM only from just after it logs that it
 	// is ready (otelcol's Collector.Run calls signal.Notify then): until
@@ -382,7 +382,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	tcp.Converse(t, pair, netnstest.SenderIPv4, dst4)
 	waitLatest(t, backend.read, sent, valuesTimeout)
 	before := backend.flowStarts()
-	stopCollector(t, pair, a1)
+	stopKeepsAttached(t, pair, a1)
 
 	udp4.send(t, dst4, 40) // while no collector runs
 	udp6.send(t, dst6, 40)
@@ -405,7 +405,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	if kept := checkStartTimes(t, captured, before, backend.flowStarts()); kept != 3 {
 		t.Errorf("%d connections had series before the restart, want 3", kept)
 	}
-	stopCollector(t, pair, a2)
+	stopKeepsAttached(t, pair, a2)
 	t.Logf("ports [%d], then [%d, %d]: the table was taken over; final values:\n%s", port, port, otherPort,
 		table(sortedConns(captured), []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, sent, captured, fm.values))
 
@@ -439,7 +439,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 			t.Errorf("%s %v starts at %v, before the collector with the new table started (%v)", p.Metric, p.Attrs, p.Start, began)
 		}
 	}
-	stopCollector(t, pair, a3)
+	stopKeepsAttached(t, pair, a3)
 	t.Logf("another attribute set: a new table; final values:\n%s",
 		seriesTable(members, []string{"sender (UDP)", "tcpdump", "OTLP/HTTP backend"}, wantSent, want, gm.values))
 
@@ -448,7 +448,7 @@ func TestStateAcrossConfigurationChanges(t *testing.T) {
 	bigger.MaxConnections = 4096
 	a4 := startCollector(t, bin, "A4", pair.Receiver, stateAgentConfig(bigger, stateOTLPAddr2))
 	requireLog(t, a4, stateReplacedLog, 1)
-	stopCollector(t, pair, a4)
+	stopKeepsAttached(t, pair, a4)
 
 	// 4. Without state_directory while the pinned link holds the
 	// interface: refused, naming the way out.
@@ -576,7 +576,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	if kept := checkStartTimes(t, sent, before, backend.flowStarts()); kept != len(sent) {
 		t.Errorf("%d of %d connections kept their series across SIGKILL", kept, len(sent))
 	}
-	stopCollector(t, pair, second)
+	stopKeepsAttached(t, pair, second)
 	t.Logf("as nobody, in a directory it owns: pinned %d objects, SIGKILLed, taken over; final values:\n%s",
 		len(pins), table(sortedConns(sent), []string{"sender", "OTLP/HTTP backend"}, sent, fm.values))
 
@@ -585,7 +585,7 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	if err := os.RemoveAll(sub); err != nil {
 		t.Fatal(err)
 	}
-	stopCollector(t, pair, startCollector(t, bin, "R (root)", pair.Receiver, cfgText))
+	stopKeepsAttached(t, pair, startCollector(t, bin, "R (root)", pair.Receiver, cfgText))
 	rootProg := requireAttached(t, pair, "root's collector stopped")
 	// In a directory nobody owns: nobody could remove them.
 	if err := os.Chown(sub, u.uid, u.gid); err != nil {
@@ -612,6 +612,6 @@ func TestLeastPrivilegeStateDirectory(t *testing.T) {
 	}
 	third := startCollectorCommand(t, "collector N3 (nobody, 3 capabilities)", pair.Receiver, "setpriv", asNobody...)
 	requireLog(t, third, stateTakenLog, 1)
-	stopCollector(t, pair, third)
+	stopKeepsAttached(t, pair, third)
 	removeStateDetaches(t, pair, dir)
 }
