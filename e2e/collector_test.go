@@ -72,8 +72,8 @@ func requireAttached(t *testing.T, pair *netnstest.Pair, when string) uint32 {
 	return xdp.ProgID
 }
 
-// requireDetached checks that no XDP program is on the receiver veth.
-func requireDetached(t *testing.T, pair *netnstest.Pair, when string) {
+// checkDetached checks that no XDP program is on the receiver veth.
+func checkDetached(t *testing.T, pair *netnstest.Pair, when string) {
 	t.Helper()
 	if xdp, ok := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ok {
 		t.Errorf("%s: XDP program %d on %s", when, xdp.ProgID, netnstest.ReceiverIface)
@@ -87,7 +87,7 @@ func stopDetaches(t *testing.T, pair *netnstest.Pair, p *process) {
 	if err := p.stop(); err != nil {
 		t.Errorf("%s: %v", p.name, err)
 	}
-	requireDetached(t, pair, "after the collector exited")
+	checkDetached(t, pair, "after the collector exited")
 }
 
 // lastErrorLine returns the last line of a collector's output that starts
@@ -103,7 +103,7 @@ func lastErrorLine(output string) string {
 }
 
 // checkListeners checks that the only listening sockets in namespace ns
-// are on loopback, at the addresses allowed.
+// are on loopback, at the addresses allowed (none if none is).
 func checkListeners(t *testing.T, ns string, allowed ...string) {
 	t.Helper()
 	out, err := netnsRun(ns, "ss", "-Hltun")

@@ -94,34 +94,34 @@ type xdpflowSettings struct {
 	More string
 }
 
-var xdpflowTemplate = template.Must(template.New("xdpflow").Funcs(template.FuncMap{
-	"iface": func() string { return netnstest.ReceiverIface },
-	"list": func(ports []int) string {
-		var s []string
-		for _, p := range ports {
-			s = append(s, strconv.Itoa(p))
-		}
-		return strings.Join(s, ", ")
-	},
-}).Parse(`interfaces: [{{iface}}]
-attach_mode: native
-{{with .Ports}}ports: [{{list .}}]
-{{end}}{{with .CollectionInterval}}collection_interval: {{.}}
-{{end}}{{with .MinSnapshotInterval}}min_snapshot_interval: {{.}}
-{{end}}{{with .NewConnectionsPerEvent}}new_connections_per_event: {{.}}
-{{end}}{{with .IdleTimeout}}idle_timeout: {{.}}
-{{end}}{{with .StateDirectory}}state_directory: {{.}}
-{{end}}{{with .MaxConnections}}max_connections: {{.}}
-{{end}}{{.More}}`))
-
 // xdpflowReceiver is the xdpflow receiver on the receiver veth, in native
 // mode (packet counts are exact), with settings s.
 func xdpflowReceiver(s xdpflowSettings) component {
 	var b strings.Builder
-	if err := xdpflowTemplate.Execute(&b, s); err != nil {
-		panic(err) // the template only formats values
+	fmt.Fprintf(&b, "interfaces: [%s]\nattach_mode: native\n", netnstest.ReceiverIface)
+	setting := func(key string, value any, set bool) {
+		if set {
+			fmt.Fprintf(&b, "%s: %v\n", key, value)
+		}
 	}
+	setting("ports", yamlList(s.Ports), len(s.Ports) > 0)
+	setting("collection_interval", s.CollectionInterval, s.CollectionInterval != 0)
+	setting("min_snapshot_interval", s.MinSnapshotInterval, s.MinSnapshotInterval != 0)
+	setting("new_connections_per_event", s.NewConnectionsPerEvent, s.NewConnectionsPerEvent != 0)
+	setting("idle_timeout", s.IdleTimeout, s.IdleTimeout != 0)
+	setting("state_directory", s.StateDirectory, s.StateDirectory != "")
+	setting("max_connections", s.MaxConnections, s.MaxConnections != 0)
+	b.WriteString(s.More)
 	return component{ID: "xdpflow", Settings: b.String()}
+}
+
+// yamlList returns ports as a YAML flow sequence.
+func yamlList(ports []int) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, strconv.Itoa(p))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
 }
 
 // batchProcessor batches for at most 200 ms.
