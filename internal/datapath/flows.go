@@ -56,12 +56,10 @@ func (k FlowKey) addr(b [16]byte) netip.Addr {
 	return a
 }
 
-// FlowValue holds the counters of one connection. Its layout mirrors
-// struct flow_value, so flows are read without copying; the blank fields
-// are the kernel's lock, eviction flag and key copy.
+// FlowValue holds the counters of one connection: struct flow_counters,
+// without the lock, eviction flag and key copy of the kernel's value,
+// which would take 56 more bytes per connection of every table read.
 type FlowValue struct {
-	_       [8]byte
-	_       [48]byte
 	Packets uint64
 	// Bytes counts whole frames from the Ethernet header on, without FCS.
 	Bytes uint64
@@ -93,8 +91,8 @@ func (t *FlowTable) Append(k FlowKey, v FlowValue) {
 	t.Values = append(t.Values, v)
 }
 
-// grow makes room for n more flows and returns the free tails to fill.
-func (t *FlowTable) grow(n int) ([]FlowKey, []FlowValue) {
+// growKeys makes room for n more keys and returns the free tail to fill.
+func (t *FlowTable) growKeys(n int) []FlowKey {
 	l := len(t.Keys)
 	if cap(t.Keys)-l < n {
 		keys := make([]FlowKey, l, 2*cap(t.Keys)+n)
@@ -106,5 +104,5 @@ func (t *FlowTable) grow(n int) ([]FlowKey, []FlowValue) {
 		copy(values, t.Values)
 		t.Values = values
 	}
-	return t.Keys[l : l+n], t.Values[l : l+n]
+	return t.Keys[l : l+n]
 }

@@ -21,11 +21,15 @@ const batchSize = 4096
 func (d *Datapath) ReadFlows(dst *FlowTable) error {
 	dst.Reset()
 	var cursor ebpf.MapBatchCursor
+	values := make([]xdpflowFlowValue, batchSize) // whole kernel values, one batch
 	for {
-		keys, values := dst.grow(batchSize)
+		keys := dst.growKeys(batchSize)
 		n, err := d.objs.Flows.BatchLookup(&cursor, keys, values, nil)
 		dst.Keys = dst.Keys[:len(dst.Keys)+n]
-		dst.Values = dst.Values[:len(dst.Values)+n]
+		for i := range n {
+			c := &values[i].Counters
+			dst.Values = append(dst.Values, FlowValue{Packets: c.Packets, Bytes: c.Bytes, FirstSeenNs: c.FirstSeenNs, LastSeenNs: c.LastSeenNs})
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
