@@ -1,7 +1,6 @@
 package xdpflowreceiver
 
 import (
-	"hash/maphash"
 	"time"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/datapath"
@@ -13,8 +12,7 @@ import (
 // snapshots, spread so that each snapshot carries about 1/refresh of the
 // unchanged ones rather than all of them at once.
 type changedFilter struct {
-	seed    maphash.Seed
-	refresh uint64 // snapshots within unchanged_export_interval
+	refresh uint32 // snapshots within unchanged_export_interval
 	// accepted counts the accepted snapshots: it picks the share of
 	// unchanged series due, and stands still while exports fail, so that
 	// a refused share is offered again.
@@ -29,8 +27,8 @@ func newChangedFilter(cfg *Config) *changedFilter {
 	if !cfg.ExportChangedOnly {
 		return nil
 	}
-	refresh := uint64((cfg.UnchangedExportInterval + cfg.CollectionInterval - 1) / cfg.CollectionInterval)
-	return &changedFilter{seed: maphash.MakeSeed(), refresh: max(refresh, 1)}
+	refresh := uint32((cfg.UnchangedExportInterval + cfg.CollectionInterval - 1) / cfg.CollectionInterval)
+	return &changedFilter{refresh: max(refresh, 1)}
 }
 
 // keep removes from flows the series not to export in this snapshot.
@@ -51,9 +49,22 @@ func (f *changedFilter) keep(flows *datapath.FlowTable) {
 	flows.Values = flows.Values[:kept]
 }
 
-// due reports whether an unchanged series is in this snapshot's share.
+// due reports whether an unchanged series is in this snapshot's share,
+// by the slot the program's selection uses too.
 func (f *changedFilter) due(k *datapath.FlowKey) bool {
-	return maphash.Comparable(f.seed, *k)%f.refresh == f.accepted%f.refresh
+	return datapath.KeySlot(k, f.refresh) == f.slot()
+}
+
+func (f *changedFilter) slot() uint32 { return uint32(f.accepted % uint64(f.refresh)) }
+
+// selection is what the kernel selects for this snapshot, the idle
+// entries (last seen before idleBefore) included; ok is false while
+// everything is exported (no filter, or none accepted yet).
+func (f *changedFilter) selection(idleBefore uint64) (sel datapath.ChangedSelection, ok bool) {
+	if f == nil || f.since == 0 {
+		return sel, false
+	}
+	return datapath.ChangedSelection{SinceNs: f.since, IdleBeforeNs: idleBefore, Refresh: f.refresh, Slot: f.slot()}, true
 }
 
 // accept records that every part of the snapshot whose table was read

@@ -70,6 +70,11 @@ func (f *fakeSource) InterfaceNames() map[int]string { return map[int]string{2: 
 
 func (f *fakeSource) State() datapath.StateReport { return datapath.StateReport{} }
 
+// ReadChanged leaves the selection to the receiver's fallback: ReadFlows.
+func (f *fakeSource) ReadChanged(*datapath.FlowTable, datapath.ChangedSelection) (int, bool, error) {
+	return 0, false, nil
+}
+
 func (f *fakeSource) Gone() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -242,7 +242,9 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	}
 	read := time.Now()
 	readNs := pre.KernelNs(read)
-	if err := r.src.ReadFlows(&r.flows); err != nil {
+	idle := idleBefore(readNs, r.cfg.IdleTimeout)
+	entries, filtered, err := r.readTable(idle)
+	if err != nil {
 		return snapshot{}, err
 	}
 	r.telemetry.recordPhase(ctx, phaseRead, time.Since(read))
@@ -257,7 +259,7 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	now := time.Now()
 	carried := r.evicted.Len() // final counts a failed export left
 	evict := time.Now()
-	r.moveIdle(idleBefore(clock.KernelNs(now), r.cfg.IdleTimeout))
+	r.moveIdle(idle)
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
 	}
@@ -266,8 +268,10 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	connections := r.flows.Len()
-	r.changed.keep(&r.flows)
+	connections := entries - len(r.idleKeys)
+	if !filtered {
+		r.changed.keep(&r.flows)
+	}
 	r.readNs = readNs
 	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: connections}
 	s.later = laterSeries(&s, carried)
@@ -276,6 +280,21 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 		r.lastStamp = latest(r.lastStamp, now.Add(time.Duration(n)*seriesStep))
 	}
 	return s, nil
+}
+
+// readTable reads the kernel table into r.flows: with export_changed_only,
+// only the entries to export or evict, selected in the kernel (filtered),
+// unless more are selected than it copies out at once; else every entry.
+// It returns how many entries the table holds.
+func (r *xdpflowReceiver) readTable(idleBefore uint64) (entries int, filtered bool, err error) {
+	if sel, ok := r.changed.selection(idleBefore); ok {
+		entries, ok, err := r.src.ReadChanged(&r.flows, sel)
+		if err != nil || ok {
+			return entries, ok, err
+		}
+	}
+	err = r.src.ReadFlows(&r.flows)
+	return r.flows.Len(), false, err
 }
 
 // waitForNextStamp returns once the previous snapshot's latest timestamp

@@ -73,6 +73,8 @@ volatile const __u32 daddr_mask6[4];
 volatile const __u8 cidr_saddr = 0;
 volatile const __u8 cidr_daddr = 0;
 volatile const __u8 cidr_other = 0;
+/* Store each key's hash at insert, for xdpflow_changed. */
+volatile const __u8 hash_keys = 0;
 
 /* Connections inserted since load; the every-N trigger is derived from the
  * value returned by the atomic add, never from a re-read. */
@@ -95,6 +97,14 @@ struct {
 	__type(value, struct flow_value);
 	__uint(max_entries, 65536); /* set by the loader */
 } flows SEC(".maps");
+
+/* The entries xdpflow_changed selects, read by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct changed_entry);
+	__uint(max_entries, 1); /* set by the loader */
+} changed_out SEC(".maps");
 
 /* Named CIDRs, filled by the loader before the program is attached. */
 struct {
@@ -124,6 +134,7 @@ const struct trigger_event *unused_trigger_event __attribute__((unused));
 const enum xdpflow_stat *unused_stat __attribute__((unused));
 const struct evict_msg *unused_evict_msg __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
+const struct changed_msg *unused_changed_msg __attribute__((unused));
 const struct cidr_value *unused_cidr_value __attribute__((unused));
 
 static __always_inline void stat_add(__u32 index, __u64 delta)
@@ -425,6 +436,20 @@ static __always_inline int add(struct flow_value *v, const struct flow_key *key,
 	return added;
 }
 
+/* key_hash spreads keys over the refresh slots of xdpflow_changed;
+ * datapath.KeySlot computes the same in Go. */
+static __always_inline __u32 key_hash(const struct flow_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+	__u32 h = 2166136261u;
+#pragma unroll
+	for (int i = 0; i < sizeof(struct flow_key) / 4; i++) {
+		h ^= w[i];
+		h *= 16777619u;
+	}
+	return h ^ (h >> 16);
+}
+
 /* insert adds key's entry with this first packet, if key has none. */
 static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 {
@@ -437,6 +462,8 @@ static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 			.last_seen_ns = now,
 		},
 	};
+	if (hash_keys)
+		init.hash = key_hash(key);
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 }
 
@@ -628,5 +655,48 @@ int xdpflow_evict(struct xdp_md *ctx)
 		__sync_fetch_and_add(&evictions, 1);
 	msg->found = 1;
 	msg->counters = final;
+	return XDP_PASS;
+}
+
+static long select_changed(void *map, const struct flow_key *key, struct flow_value *v, struct changed_msg *msg)
+{
+	msg->seen++;
+	__u64 last = v->counters.last_seen_ns;
+	if (v->dead)
+		return 0;
+	if (last < msg->since_ns && last >= msg->idle_before_ns &&
+	    (msg->refresh == 0 || v->hash % msg->refresh != msg->slot))
+		return 0;
+	__u32 n = msg->selected++;
+	if (n < msg->skip)
+		return 0;
+	__u32 index = n - msg->skip;
+	struct changed_entry *e = bpf_map_lookup_elem(&changed_out, &index);
+	if (!e)
+		return 0; /* changed_out is full: the next run skips these */
+	e->key = *key;
+	e->counters = v->counters;
+	msg->copied++;
+	return 0;
+}
+
+/* xdpflow_changed copies the entries a snapshot with export_changed_only
+ * exports (or evicts) to changed_out, so that the loader reads those and
+ * not the whole table. The loader runs it with BPF_PROG_TEST_RUN on a
+ * struct changed_msg, again with skip raised while copied fills
+ * changed_out; it is never attached to an interface. Counters are read
+ * without the entry's lock, as a batch lookup of the table reads them. */
+SEC("xdp")
+int xdpflow_changed(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct changed_msg *msg = data;
+	if ((void *)(msg + 1) > data_end)
+		return XDP_ABORTED;
+	struct changed_msg m = *msg;
+	m.seen = m.selected = m.copied = 0;
+	bpf_for_each_map_elem(&flows, select_changed, &m, 0);
+	*msg = m;
 	return XDP_PASS;
 }

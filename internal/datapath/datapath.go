@@ -37,7 +37,10 @@ type Datapath struct {
 	names  map[int]string // every interface attached since Load, by ifindex
 	follow *follower      // set by Follow
 	state  *state         // nil without Options.StateDir
-	closed bool
+	// changedCapacity is the size of changed_out; 0 without
+	// Options.ReadChanged.
+	changedCapacity uint32
+	closed          bool
 }
 
 // Load checks opts, then loads the program and its maps into the kernel.
@@ -79,6 +82,7 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		return nil, privilegeError("load xdpflow program", err)
 	}
+	d.changedCapacity = changedCapacity(opts)
 	if err := errors.Join(fillCIDRs(d.objs.Cidrs, opts.CIDRs), d.state.commit()); err != nil {
 		d.objs.Close()
 		return nil, err
@@ -97,6 +101,7 @@ func Load(opts Options) (*Datapath, error) {
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
 	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
+	spec.Maps[xdpflowMapChangedOut].MaxEntries = max(1, changedCapacity(opts))
 	for _, c := range loadConstants(opts) {
 		if err := spec.Variables[c.name].Set(c.value); err != nil {
 			return fmt.Errorf("set %s: %w", c.name, err)
@@ -150,7 +155,16 @@ func loadConstants(opts Options) []loadConstant {
 		{xdpflowVarCidrSaddr, boolByte(src.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrDaddr, boolByte(dst.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrOther, boolByte(opts.OtherOutsideCIDRs)},
+		{xdpflowVarHashKeys, boolByte(opts.ReadChanged)},
 	}
+}
+
+// changedCapacity is the size of the buffer ReadChanged reads from.
+func changedCapacity(opts Options) uint32 {
+	if !opts.ReadChanged {
+		return 0
+	}
+	return min(opts.MaxConnections, MaxChangedRead)
 }
 
 // fillCIDRs writes the CIDRs into the program's LPM trie.

@@ -29,3 +29,11 @@ func kernelKey(k FlowKey) xdpflowFlowKey {
 		Dprefix: k.DstPrefix,
 	}
 }
+
+// flowKeyOf returns the generated struct flow_key as a FlowKey.
+func flowKeyOf(k *xdpflowFlowKey) FlowKey {
+	return FlowKey{
+		SrcAddr: k.Saddr, DstAddr: k.Daddr, Ifindex: k.Ifindex, SrcPort: k.Sport, DstPort: k.Dport,
+		Proto: Protocol(k.Proto), Family: k.Family, SrcPrefix: k.Sprefix, DstPrefix: k.Dprefix,
+	}
+}

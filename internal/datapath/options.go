@@ -113,6 +113,9 @@ type Options struct {
 	// and Close leaves them attached and counting. Empty: nothing
 	// outlives the Datapath.
 	StateDir string
+	// ReadChanged makes ReadChanged available, with a kernel buffer of
+	// min(MaxConnections, MaxChangedRead) entries of 80 bytes.
+	ReadChanged bool
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and

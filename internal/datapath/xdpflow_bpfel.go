@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpflowChangedEntry struct {
+	_        structs.HostLayout
+	Key      xdpflowFlowKey
+	Pad      uint32
+	Counters xdpflowFlowCounters
+}
+
+type xdpflowChangedMsg struct {
+	_            structs.HostLayout
+	SinceNs      uint64
+	IdleBeforeNs uint64
+	Refresh      uint32
+	Slot         uint32
+	Skip         uint32
+	Seen         uint32
+	Selected     uint32
+	Copied       uint32
+}
+
 type xdpflowCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -62,7 +81,7 @@ type xdpflowFlowValue struct {
 	}
 	Dead     uint32
 	Key      xdpflowFlowKey
-	Pad      uint32
+	Hash     uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -86,11 +105,13 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpflowMapChangedOut         = "changed_out"
 	xdpflowMapCidrs              = "cidrs"
 	xdpflowMapEvents             = "events"
 	xdpflowMapFlows              = "flows"
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
+	xdpflowProgXdpflowChanged    = "xdpflow_changed"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
 	xdpflowVarCidrDaddr          = "cidr_daddr"
@@ -104,6 +125,7 @@ const (
 	xdpflowVarDaddrPrefix6       = "daddr_prefix6"
 	xdpflowVarEvictions          = "evictions"
 	xdpflowVarFullMark           = "full_mark"
+	xdpflowVarHashKeys           = "hash_keys"
 	xdpflowVarKeepDaddr          = "keep_daddr"
 	xdpflowVarKeepDport          = "keep_dport"
 	xdpflowVarKeepIfindex        = "keep_ifindex"
@@ -117,6 +139,7 @@ const (
 	xdpflowVarSaddrMask6         = "saddr_mask6"
 	xdpflowVarSaddrPrefix4       = "saddr_prefix4"
 	xdpflowVarSaddrPrefix6       = "saddr_prefix6"
+	xdpflowVarUnusedChangedMsg   = "unused_changed_msg"
 	xdpflowVarUnusedCidrKey      = "unused_cidr_key"
 	xdpflowVarUnusedCidrValue    = "unused_cidr_value"
 	xdpflowVarUnusedEvictMsg     = "unused_evict_msg"
@@ -166,18 +189,20 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	Xdpflow      *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowEvict *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
+	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowMapSpecs struct {
-	Cidrs  *ebpf.MapSpec `ebpf:"cidrs"`
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Flows  *ebpf.MapSpec `ebpf:"flows"`
-	Stats  *ebpf.MapSpec `ebpf:"stats"`
+	ChangedOut *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // xdpflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -196,6 +221,7 @@ type xdpflowVariableSpecs struct {
 	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
+	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -209,6 +235,7 @@ type xdpflowVariableSpecs struct {
 	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
@@ -236,14 +263,16 @@ func (o *xdpflowObjects) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowMaps struct {
-	Cidrs  *ebpf.Map `ebpf:"cidrs"`
-	Events *ebpf.Map `ebpf:"events"`
-	Flows  *ebpf.Map `ebpf:"flows"`
-	Stats  *ebpf.Map `ebpf:"stats"`
+	ChangedOut *ebpf.Map `ebpf:"changed_out"`
+	Cidrs      *ebpf.Map `ebpf:"cidrs"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Flows      *ebpf.Map `ebpf:"flows"`
+	Stats      *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
+		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
 		m.Flows,
@@ -267,6 +296,7 @@ type xdpflowVariables struct {
 	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
+	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -280,6 +310,7 @@ type xdpflowVariables struct {
 	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
@@ -291,13 +322,15 @@ type xdpflowVariables struct {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowEvict *ebpf.Program `ebpf:"xdpflow_evict"`
+	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.Xdpflow,
+		p.XdpflowChanged,
 		p.XdpflowEvict,
 	)
 }

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type floorChangedEntry struct {
+	_        structs.HostLayout
+	Key      floorFlowKey
+	Pad      uint32
+	Counters floorFlowCounters
+}
+
 type floorCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -55,7 +62,7 @@ type floorFlowValue struct {
 	}
 	Dead     uint32
 	Key      floorFlowKey
-	Pad      uint32
+	Hash     uint32
 	Counters floorFlowCounters
 }
 
@@ -81,6 +88,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	floorMapChangedOut            = "changed_out"
 	floorMapCidrs                 = "cidrs"
 	floorMapEvents                = "events"
 	floorMapFlows                 = "flows"
@@ -93,6 +101,7 @@ const (
 	floorProgFloorLookupLockClock = "floor_lookup_lock_clock"
 	floorProgFloorSmallLookup     = "floor_small_lookup"
 	floorProgXdpflow              = "xdpflow"
+	floorProgXdpflowChanged       = "xdpflow_changed"
 	floorProgXdpflowEvict         = "xdpflow_evict"
 	floorVarAllPorts              = "all_ports"
 	floorVarCidrDaddr             = "cidr_daddr"
@@ -107,6 +116,7 @@ const (
 	floorVarDaddrPrefix6          = "daddr_prefix6"
 	floorVarEvictions             = "evictions"
 	floorVarFullMark              = "full_mark"
+	floorVarHashKeys              = "hash_keys"
 	floorVarKeepDaddr             = "keep_daddr"
 	floorVarKeepDport             = "keep_dport"
 	floorVarKeepIfindex           = "keep_ifindex"
@@ -120,6 +130,7 @@ const (
 	floorVarSaddrMask6            = "saddr_mask6"
 	floorVarSaddrPrefix4          = "saddr_prefix4"
 	floorVarSaddrPrefix6          = "saddr_prefix6"
+	floorVarUnusedChangedMsg      = "unused_changed_msg"
 	floorVarUnusedCidrKey         = "unused_cidr_key"
 	floorVarUnusedCidrValue       = "unused_cidr_value"
 	floorVarUnusedEvictMsg        = "unused_evict_msg"
@@ -176,6 +187,7 @@ type floorProgramSpecs struct {
 	FloorLookupLockClock *ebpf.ProgramSpec `ebpf:"floor_lookup_lock_clock"`
 	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
 	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -183,6 +195,7 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
+	ChangedOut *ebpf.MapSpec `ebpf:"changed_out"`
 	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
@@ -207,6 +220,7 @@ type floorVariableSpecs struct {
 	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
+	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -220,6 +234,7 @@ type floorVariableSpecs struct {
 	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
@@ -247,6 +262,7 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
+	ChangedOut *ebpf.Map `ebpf:"changed_out"`
 	Cidrs      *ebpf.Map `ebpf:"cidrs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
@@ -256,6 +272,7 @@ type floorMaps struct {
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
+		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
 		m.Flows,
@@ -281,6 +298,7 @@ type floorVariables struct {
 	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
+	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -294,6 +312,7 @@ type floorVariables struct {
 	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
@@ -312,6 +331,7 @@ type floorPrograms struct {
 	FloorLookupLockClock *ebpf.Program `ebpf:"floor_lookup_lock_clock"`
 	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
 	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -324,6 +344,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorLookupLockClock,
 		p.FloorSmallLookup,
 		p.Xdpflow,
+		p.XdpflowChanged,
 		p.XdpflowEvict,
 	)
 }

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type naiveChangedEntry struct {
+	_        structs.HostLayout
+	Key      naiveFlowKey
+	Pad      uint32
+	Counters struct {
+		_           structs.HostLayout
+		Packets     uint64
+		Bytes       uint64
+		FirstSeenNs uint64
+		LastSeenNs  uint64
+	}
+}
+
 type naiveCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -47,7 +60,7 @@ type naiveFlowValue struct {
 	}
 	Dead     uint32
 	Key      naiveFlowKey
-	Pad      uint32
+	Hash     uint32
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -67,6 +80,7 @@ type naiveNaiveValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	naiveMapChangedOut          = "changed_out"
 	naiveMapCidrs               = "cidrs"
 	naiveMapEvents              = "events"
 	naiveMapFlows               = "flows"
@@ -75,6 +89,7 @@ const (
 	naiveMapStats               = "stats"
 	naiveProgNaive              = "naive"
 	naiveProgXdpflow            = "xdpflow"
+	naiveProgXdpflowChanged     = "xdpflow_changed"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
 	naiveVarAllPorts            = "all_ports"
 	naiveVarCidrDaddr           = "cidr_daddr"
@@ -88,6 +103,7 @@ const (
 	naiveVarDaddrPrefix6        = "daddr_prefix6"
 	naiveVarEvictions           = "evictions"
 	naiveVarFullMark            = "full_mark"
+	naiveVarHashKeys            = "hash_keys"
 	naiveVarKeepDaddr           = "keep_daddr"
 	naiveVarKeepDport           = "keep_dport"
 	naiveVarKeepIfindex         = "keep_ifindex"
@@ -102,6 +118,7 @@ const (
 	naiveVarSaddrMask6          = "saddr_mask6"
 	naiveVarSaddrPrefix4        = "saddr_prefix4"
 	naiveVarSaddrPrefix6        = "saddr_prefix6"
+	naiveVarUnusedChangedMsg    = "unused_changed_msg"
 	naiveVarUnusedCidrKey       = "unused_cidr_key"
 	naiveVarUnusedCidrValue     = "unused_cidr_value"
 	naiveVarUnusedEvictMsg      = "unused_evict_msg"
@@ -151,15 +168,17 @@ type naiveSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveProgramSpecs struct {
-	Naive        *ebpf.ProgramSpec `ebpf:"naive"`
-	Xdpflow      *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowEvict *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
+	Naive          *ebpf.ProgramSpec `ebpf:"naive"`
+	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // naiveMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveMapSpecs struct {
+	ChangedOut  *ebpf.MapSpec `ebpf:"changed_out"`
 	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
@@ -184,6 +203,7 @@ type naiveVariableSpecs struct {
 	DaddrPrefix6        *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
 	Evictions           *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark            *ebpf.VariableSpec `ebpf:"full_mark"`
+	HashKeys            *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr           *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport           *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex         *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -198,6 +218,7 @@ type naiveVariableSpecs struct {
 	SaddrMask6          *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4        *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg    *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg      *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
@@ -225,6 +246,7 @@ func (o *naiveObjects) Close() error {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveMaps struct {
+	ChangedOut  *ebpf.Map `ebpf:"changed_out"`
 	Cidrs       *ebpf.Map `ebpf:"cidrs"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Flows       *ebpf.Map `ebpf:"flows"`
@@ -235,6 +257,7 @@ type naiveMaps struct {
 
 func (m *naiveMaps) Close() error {
 	return _NaiveClose(
+		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
 		m.Flows,
@@ -260,6 +283,7 @@ type naiveVariables struct {
 	DaddrPrefix6        *ebpf.Variable `ebpf:"daddr_prefix6"`
 	Evictions           *ebpf.Variable `ebpf:"evictions"`
 	FullMark            *ebpf.Variable `ebpf:"full_mark"`
+	HashKeys            *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr           *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport           *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex         *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -274,6 +298,7 @@ type naiveVariables struct {
 	SaddrMask6          *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4        *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.Variable `ebpf:"saddr_prefix6"`
+	UnusedChangedMsg    *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedEvictMsg      *ebpf.Variable `ebpf:"unused_evict_msg"`
@@ -285,15 +310,17 @@ type naiveVariables struct {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naivePrograms struct {
-	Naive        *ebpf.Program `ebpf:"naive"`
-	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowEvict *ebpf.Program `ebpf:"xdpflow_evict"`
+	Naive          *ebpf.Program `ebpf:"naive"`
+	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *naivePrograms) Close() error {
 	return _NaiveClose(
 		p.Naive,
 		p.Xdpflow,
+		p.XdpflowChanged,
 		p.XdpflowEvict,
 	)
 }

@@ -1,0 +1,33 @@
+package datapath
+
+// ChangedSelection selects entries of the flow table: those last seen at
+// or after SinceNs, or before IdleBeforeNs, or whose key is in refresh
+// slot Slot of Refresh (KeySlot).
+type ChangedSelection struct {
+	SinceNs, IdleBeforeNs uint64
+	Refresh, Slot         uint32
+}
+
+// KeySlot returns the refresh slot of k among refresh, as the program's
+// xdpflow_changed computes it: a 32-bit FNV-1a over the key's eleven
+// little-endian words (its memory in struct flow_key), folded.
+func KeySlot(k *FlowKey, refresh uint32) uint32 {
+	var words [11]uint32
+	for i := range 4 {
+		words[i] = le32(k.SrcAddr[4*i:])
+		words[4+i] = le32(k.DstAddr[4*i:])
+	}
+	words[8] = k.Ifindex
+	words[9] = uint32(k.SrcPort) | uint32(k.DstPort)<<16
+	words[10] = uint32(k.Proto) | uint32(k.Family)<<8 | uint32(k.SrcPrefix)<<16 | uint32(k.DstPrefix)<<24
+	h := uint32(2166136261)
+	for _, w := range words {
+		h ^= w
+		h *= 16777619
+	}
+	return (h ^ h>>16) % refresh
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
