@@ -19,7 +19,13 @@
  *   floor_csum           parse + a one's-complement sum over the frame
  *                        after the Ethernet header: what checking a
  *                        TCP/UDP checksum in XDP would cost, per byte
- *                        (docs/guarantees.md, "What is not checked"). */
+ *                        (docs/guarantees.md, "What is not checked");
+ *   floor_same_key       the same-key floor (issue #13): a minimal IPv4
+ *                        parse, not xdpflow's, one lookup of the same
+ *                        44-byte key in the same flows map, atomic adds of
+ *                        packets and bytes, a store of the coarse clock;
+ *   floor_same_key28     the same with the 28-byte key of before the
+ *                        grouping, in a table of its own (same value). */
 
 #include "xdpflow.c"
 
@@ -159,5 +165,105 @@ int floor_csum(struct xdp_md *ctx)
 	words = (words & 0xffffffff) + (words >> 32);
 	if (csum_fold((__u32)words) == 0)
 		__sync_fetch_and_add(&csum_valid, 1);
+	return XDP_PASS;
+}
+
+/* min_parse_ipv4 is the minimal parse of the same-key floors: an
+ * untagged IPv4 TCP or UDP frame, its ports where the IHL puts them.
+ * Nothing else is checked (no VLAN, no IPv6, no length field, no port
+ * filter, no fragment): what xdpflow's parse() adds over it is what the
+ * floors leave out. Returns the IPv4 header, or NULL. */
+static __always_inline struct iphdr *min_parse_ipv4(struct xdp_md *ctx, __be16 **ports)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	if ((void *)(iph + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return NULL;
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+		return NULL;
+	__be16 *p = (void *)iph + iph->ihl * 4;
+	if ((void *)(p + 2) > data_end)
+		return NULL;
+	*ports = p;
+	return iph;
+}
+
+/* count_atomic is the floors' counting: two atomic adds and a plain
+ * store of the coarse clock, no lock, no dead flag, no key check. A miss
+ * counts as an overflow packet (Misses). */
+static __always_inline void count_atomic(struct flow_value *v, __u64 len)
+{
+	if (!v) {
+		stat_add(STAT_OVERFLOW_PACKETS, 1);
+		return;
+	}
+	__sync_fetch_and_add(&v->counters.packets, 1);
+	__sync_fetch_and_add(&v->counters.bytes, len);
+	v->counters.last_seen_ns = bpf_ktime_get_coarse_ns();
+}
+
+/* floor_same_key builds the key xdpflow builds for such a frame with the
+ * default options (source address IPv4-mapped, destination zeroed, no
+ * prefix), so it finds the entry xdpflow inserted. */
+SEC("xdp")
+int floor_same_key(struct xdp_md *ctx)
+{
+	__be16 *ports;
+	struct iphdr *iph = min_parse_ipv4(ctx, &ports);
+	if (!iph)
+		return XDP_PASS;
+	struct flow_key key = {
+		.saddr[10] = 0xff,
+		.saddr[11] = 0xff,
+		.ifindex = ctx->ingress_ifindex,
+		.sport = bpf_ntohs(ports[0]),
+		.dport = bpf_ntohs(ports[1]),
+		.proto = iph->protocol,
+		.family = XDPFLOW_FAMILY_IPV4,
+	};
+	__builtin_memcpy(&key.saddr[12], &iph->saddr, 4);
+	count_atomic(bpf_map_lookup_elem(&flows, &key), ctx->data_end - ctx->data);
+	return XDP_PASS;
+}
+
+/* flow_key28 is the key of before the grouping: 28 bytes, no destination
+ * address, no prefixes. */
+struct flow_key28 {
+	__u8 saddr[16];
+	__u32 ifindex;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key28);
+	__type(value, struct flow_value);
+	__uint(max_entries, 65536);
+} flows28 SEC(".maps");
+
+SEC("xdp")
+int floor_same_key28(struct xdp_md *ctx)
+{
+	__be16 *ports;
+	struct iphdr *iph = min_parse_ipv4(ctx, &ports);
+	if (!iph)
+		return XDP_PASS;
+	struct flow_key28 key = {
+		.saddr[10] = 0xff,
+		.saddr[11] = 0xff,
+		.ifindex = ctx->ingress_ifindex,
+		.sport = bpf_ntohs(ports[0]),
+		.dport = bpf_ntohs(ports[1]),
+		.proto = iph->protocol,
+		.family = XDPFLOW_FAMILY_IPV4,
+	};
+	__builtin_memcpy(&key.saddr[12], &iph->saddr, 4);
+	count_atomic(bpf_map_lookup_elem(&flows28, &key), ctx->data_end - ctx->data);
 	return XDP_PASS;
 }

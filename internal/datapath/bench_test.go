@@ -20,6 +20,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -46,7 +48,8 @@ var (
 	benchInsert   = flag.Int("xdpflow.inserts", 32768, "new connections per insert round (into a fresh table of 65536)")
 	benchVeth     = flag.Duration("xdpflow.veth", 1500*time.Millisecond, "duration of one BenchmarkVethThroughput case")
 	benchVethN    = flag.Int("xdpflow.vethrounds", 5, "rounds of BenchmarkVethThroughput")
-	benchCompare  = flag.String("xdpflow.compare", "", "another build of xdpflow_bpfel.o whose parse and hit path BenchmarkPacketCost measures too, interleaved with ours")
+	benchCompare  = flag.String("xdpflow.compare", "", "other builds of xdpflow_bpfel.o, comma-separated, whose parse and hit path BenchmarkPacketCost measures too, interleaved with ours")
+	benchCases    = flag.String("xdpflow.cases", "", "a regular expression: BenchmarkPacketCost runs only the cases it matches, with empty and their bases")
 )
 
 // benchTableSize is the flow table of every benchmark: the default
@@ -427,7 +430,10 @@ func loadNaive(tb testing.TB) (n *naivebench.Naive, close func()) {
 // BenchmarkPacketCost measures the cost of one packet in each path of the
 // program, next to an empty XDP program and the naive design, and prints a
 // table. The grouping cases (groupingModes) are hits with other options,
-// each compared round by round with hit-ipv4, the default key. Each
+// each compared round by round with hit-ipv4, the default key. The floor
+// cases run prefixes of the hit path on a table of their own, and the
+// same-key floor (issue #13: a minimal IPv4 parse, one lookup of our key,
+// atomic adds and the coarse clock) against ours on that table. Each
 // sub-benchmark reports the median ns per packet (ns/op; its N is
 // meaningless) and the ratio of the median to the empty program's.
 func BenchmarkPacketCost(b *testing.B) {
@@ -486,6 +492,16 @@ func BenchmarkPacketCost(b *testing.B) {
 	}
 	lo := loopbackIndexTB(b)
 	if err := floor.PutSmall(addr("198.51.100.1").As4(), 40000, 8080, lo); err != nil {
+		b.Fatal(err)
+	}
+	// The same-key floor's 28-byte table: as full, the connection
+	// measured inserted last, so first in its bucket like ours.
+	for i := range benchFill {
+		if err := floor.PutSameKey28([4]byte{10, 200, byte(i >> 8), byte(i)}, 1, 8080, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := floor.PutSameKey28(addr("198.51.100.1").As4(), 40000, 8080, lo); err != nil {
 		b.Fatal(err)
 	}
 
@@ -559,7 +575,9 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "overflow", what: "ours, new connection, table full (65536)", run: bench(full.Program(), benchFrameOverflow())},
 		{name: "naive-hit", what: "naive design, existing connection", run: bench(naive.Program(), benchFrameV4())},
 		{name: "naive-insert", what: "naive design, new connection (stepper subtracted)", run: insertNaive},
-		{name: "floor-ours", what: "ours again, on the floor programs' table", run: bench(floor.Xdpflow, benchFrameV4())},
+		{name: "floor-ours", what: "ours again, on the floor programs' table", run: bench(floor.Xdpflow, benchFrameV4()), base: "floor-same-key"},
+		{name: "floor-same-key", what: "same-key floor: minimal IPv4 parse + lookup of our key + 2 atomic adds + coarse clock", run: bench(floor.SameKey, benchFrameV4())},
+		{name: "floor-same-key-28", what: "the same with the 28-byte key, on a table of its own", run: bench(floor.SameKey28, benchFrameV4()), base: "floor-same-key"},
 		{name: "floor-lookup", what: "parse + hash lookup of our key", run: bench(floor.Lookup, benchFrameV4())},
 		{name: "floor-atomic", what: "parse + lookup + 2 atomic adds", run: bench(floor.LookupAtomic, benchFrameV4())},
 		{name: "floor-lock", what: "parse + lookup + spin lock + 2 adds", run: bench(floor.LookupLock, benchFrameV4())},
@@ -572,22 +590,8 @@ func BenchmarkPacketCost(b *testing.B) {
 		}},
 	}
 	cases = append(cases, groupCases...)
-	if *benchCompare != "" {
-		cmp := compareProgram(b, *benchCompare, benchOptions())
-		step.fill(b, cmp)
-		for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
-			if _, err := benchRun(cmp, f, 1); err != nil {
-				b.Fatal(err)
-			}
-		}
-		what := "the same, program of " + *benchCompare
-		cases = append(cases,
-			&benchCase{name: "other-port-cmp", what: what, run: bench(cmp, benchFrameOther()), base: "other-port"},
-			&benchCase{name: "hit-ipv4-cmp", what: what, run: bench(cmp, benchFrameV4()), base: "hit-ipv4"},
-			&benchCase{name: "hit-ipv6-cmp", what: what, run: bench(cmp, benchFrameV6()), base: "hit-ipv6"},
-			&benchCase{name: "hit-vlan-cmp", what: what, run: bench(cmp, benchFrameVLAN()), base: "hit-vlan"},
-		)
-	}
+	cases = append(cases, compareCases(b, step, bench)...)
+	cases = selectCases(b, cases)
 	start := time.Now()
 	runRounds(b, *benchRounds, cases)
 	elapsed := time.Since(start)
@@ -596,8 +600,12 @@ func BenchmarkPacketCost(b *testing.B) {
 	if st := readStats(b, d); st.NewConnections != hitStats.NewConnections || st.OverflowPackets != 0 {
 		b.Fatalf("hit-path table changed: %+v, was %+v", st, hitStats)
 	}
-	if st := readStats(b, full); st.OverflowPackets != uint64(*benchRounds*repeat) {
-		b.Fatalf("overflow table: %+v, want %d overflow packets", st, *benchRounds*repeat)
+	overflowRuns := 0
+	if slices.ContainsFunc(cases, func(c *benchCase) bool { return c.name == "overflow" }) {
+		overflowRuns = *benchRounds * repeat
+	}
+	if st := readStats(b, full); st.OverflowPackets != uint64(overflowRuns) {
+		b.Fatalf("overflow table: %+v, want %d overflow packets", st, overflowRuns)
 	}
 	for g, before := range groupTables {
 		if st := readStats(b, g); st.NewConnections != before.NewConnections || st.OverflowPackets != 0 {
@@ -616,8 +624,9 @@ func BenchmarkPacketCost(b *testing.B) {
 	// using the medians of the stepper and the empty program.
 	stepCost := stats["stepper"].med - stats["empty"].med
 	for _, name := range []string{"insert", "insert-no-events", "naive-insert"} {
-		s := stats[name]
-		stats[name] = benchStat{min: s.min - stepCost, med: s.med - stepCost, max: s.max - stepCost}
+		if s, ok := stats[name]; ok {
+			stats[name] = benchStat{min: s.min - stepCost, med: s.med - stepCost, max: s.max - stepCost}
+		}
 	}
 	base := stats["empty"]
 
@@ -640,8 +649,20 @@ func BenchmarkPacketCost(b *testing.B) {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.0f\t%.2fx\t%.2fx\t%s\t  %s\t\n", c.name, s.min, s.med, s.max, s.med/base.med, s.min/base.min, diff, c.what)
 	}
 	tw.Flush()
-	fmt.Printf("targets: hit path <= 2.0x empty: %s; overflow path <= 2.5x empty: %s\n",
-		verdict(stats["hit-ipv4"].med/base.med, 2.0), verdict(stats["overflow"].med/base.med, 2.5))
+	if _, ok := stats["overflow"]; ok {
+		fmt.Printf("targets: hit path <= 2.0x empty: %s; overflow path <= 2.5x empty: %s\n",
+			verdict(stats["hit-ipv4"].med/base.med, 2.0), verdict(stats["overflow"].med/base.med, 2.5))
+	}
+	if ours, ok := byName["floor-ours"]; ok {
+		floor := byName["floor-same-key"]
+		ratios := make([]float64, len(ours.samples))
+		for r := range ours.samples {
+			ratios[r] = ours.samples[r] / floor.samples[r]
+		}
+		fmt.Printf("issue #13: hit path (floor-ours) <= 1.3x the same-key floor: medians %s, min/min %.2fx, per round %.2fx median\n",
+			verdict(stats["floor-ours"].med/stats["floor-same-key"].med, 1.3),
+			stats["floor-ours"].min/stats["floor-same-key"].min, summarize(ratios).med)
+	}
 
 	for _, c := range cases {
 		s := stats[c.name]
@@ -655,6 +676,74 @@ func BenchmarkPacketCost(b *testing.B) {
 			}
 		})
 	}
+}
+
+// compareCases returns the cases of the builds of -xdpflow.compare: each
+// loaded with the default options on a half-full table of its own, then
+// parse only and the three hit cases, each compared round by round with
+// the same case of ours. With one build they are named *-cmp, with
+// several *-cmp-NAME, NAME the file's base name without ".o".
+func compareCases(b *testing.B, step *keyStepper, bench func(*ebpf.Program, []byte) func() (float64, error)) []*benchCase {
+	b.Helper()
+	if *benchCompare == "" {
+		return nil
+	}
+	paths := strings.Split(*benchCompare, ",")
+	var cases []*benchCase
+	for _, path := range paths {
+		cmp := compareProgram(b, path, benchOptions())
+		step.fill(b, cmp)
+		for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
+			if _, err := benchRun(cmp, f, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		suffix := "-cmp"
+		if len(paths) > 1 {
+			suffix += "-" + strings.TrimSuffix(filepath.Base(path), ".o")
+		}
+		what := "the same, program of " + path
+		cases = append(cases,
+			&benchCase{name: "other-port" + suffix, what: what, run: bench(cmp, benchFrameOther()), base: "other-port"},
+			&benchCase{name: "hit-ipv4" + suffix, what: what, run: bench(cmp, benchFrameV4()), base: "hit-ipv4"},
+			&benchCase{name: "hit-ipv6" + suffix, what: what, run: bench(cmp, benchFrameV6()), base: "hit-ipv6"},
+			&benchCase{name: "hit-vlan" + suffix, what: what, run: bench(cmp, benchFrameVLAN()), base: "hit-vlan"},
+		)
+	}
+	return cases
+}
+
+// selectCases returns the cases -xdpflow.cases matches, in their order,
+// with empty (the baseline of every ratio), the base of each, and the
+// stepper if an insert case is among them (it is subtracted from them).
+func selectCases(b *testing.B, cases []*benchCase) []*benchCase {
+	b.Helper()
+	if *benchCases == "" {
+		return cases
+	}
+	re, err := regexp.Compile(*benchCases)
+	if err != nil {
+		b.Fatalf("-xdpflow.cases: %v", err)
+	}
+	keep := map[string]bool{"empty": true}
+	for _, c := range cases {
+		if re.MatchString(c.name) {
+			keep[c.name] = true
+			if c.base != "" {
+				keep[c.base] = true
+			}
+			if strings.Contains(c.name, "insert") {
+				keep["stepper"] = true
+			}
+		}
+	}
+	var selected []*benchCase
+	for _, c := range cases {
+		if keep[c.name] {
+			selected = append(selected, c)
+		}
+	}
+	return selected
 }
 
 // groupingMode is a BenchmarkPacketCost case of the grouping: the hit

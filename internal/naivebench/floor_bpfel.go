@@ -54,6 +54,17 @@ type floorFlowKey struct {
 	Dprefix uint8
 }
 
+type floorFlowKey28 struct {
+	_       structs.HostLayout
+	Saddr   [16]uint8
+	Ifindex uint32
+	Sport   uint16
+	Dport   uint16
+	Proto   uint8
+	Family  uint8
+	Pad     [2]uint8
+}
+
 type floorFlowValue struct {
 	_    structs.HostLayout
 	Lock struct {
@@ -92,6 +103,7 @@ const (
 	floorMapCidrs                 = "cidrs"
 	floorMapEvents                = "events"
 	floorMapFlows                 = "flows"
+	floorMapFlows28               = "flows28"
 	floorMapSmallFlows            = "small_flows"
 	floorMapStats                 = "stats"
 	floorProgFloorCsum            = "floor_csum"
@@ -99,6 +111,8 @@ const (
 	floorProgFloorLookupAtomic    = "floor_lookup_atomic"
 	floorProgFloorLookupLock      = "floor_lookup_lock"
 	floorProgFloorLookupLockClock = "floor_lookup_lock_clock"
+	floorProgFloorSameKey         = "floor_same_key"
+	floorProgFloorSameKey28       = "floor_same_key28"
 	floorProgFloorSmallLookup     = "floor_small_lookup"
 	floorProgXdpflow              = "xdpflow"
 	floorProgXdpflowChanged       = "xdpflow_changed"
@@ -185,6 +199,8 @@ type floorProgramSpecs struct {
 	FloorLookupAtomic    *ebpf.ProgramSpec `ebpf:"floor_lookup_atomic"`
 	FloorLookupLock      *ebpf.ProgramSpec `ebpf:"floor_lookup_lock"`
 	FloorLookupLockClock *ebpf.ProgramSpec `ebpf:"floor_lookup_lock_clock"`
+	FloorSameKey         *ebpf.ProgramSpec `ebpf:"floor_same_key"`
+	FloorSameKey28       *ebpf.ProgramSpec `ebpf:"floor_same_key28"`
 	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
@@ -199,6 +215,7 @@ type floorMapSpecs struct {
 	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	Flows28    *ebpf.MapSpec `ebpf:"flows28"`
 	SmallFlows *ebpf.MapSpec `ebpf:"small_flows"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -266,6 +283,7 @@ type floorMaps struct {
 	Cidrs      *ebpf.Map `ebpf:"cidrs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
+	Flows28    *ebpf.Map `ebpf:"flows28"`
 	SmallFlows *ebpf.Map `ebpf:"small_flows"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -276,6 +294,7 @@ func (m *floorMaps) Close() error {
 		m.Cidrs,
 		m.Events,
 		m.Flows,
+		m.Flows28,
 		m.SmallFlows,
 		m.Stats,
 	)
@@ -329,6 +348,8 @@ type floorPrograms struct {
 	FloorLookupAtomic    *ebpf.Program `ebpf:"floor_lookup_atomic"`
 	FloorLookupLock      *ebpf.Program `ebpf:"floor_lookup_lock"`
 	FloorLookupLockClock *ebpf.Program `ebpf:"floor_lookup_lock_clock"`
+	FloorSameKey         *ebpf.Program `ebpf:"floor_same_key"`
+	FloorSameKey28       *ebpf.Program `ebpf:"floor_same_key28"`
 	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
@@ -342,6 +363,8 @@ func (p *floorPrograms) Close() error {
 		p.FloorLookupAtomic,
 		p.FloorLookupLock,
 		p.FloorLookupLockClock,
+		p.FloorSameKey,
+		p.FloorSameKey28,
 		p.FloorSmallLookup,
 		p.Xdpflow,
 		p.XdpflowChanged,

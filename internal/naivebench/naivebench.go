@@ -120,6 +120,14 @@ type Floor struct {
 	// TCP/UDP checksum check would, storing nothing: run it on frames of
 	// several sizes for the cost of checking checksums per byte.
 	Csum *ebpf.Program
+	// SameKey is the same-key floor: a minimal IPv4 parse (untagged IPv4
+	// TCP or UDP, nothing else checked), one lookup of xdpflow's 44-byte
+	// key in the flows map, atomic adds of packets and bytes and a store
+	// of the coarse clock.
+	SameKey *ebpf.Program
+	// SameKey28 is SameKey with the 28-byte key of before the grouping,
+	// in a table of its own, filled with PutSameKey28.
+	SameKey28 *ebpf.Program
 
 	objs floorObjects
 }
@@ -134,6 +142,7 @@ func LoadFloor() (*Floor, error) {
 	p := &f.objs.floorPrograms
 	f.Xdpflow, f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup, f.Csum =
 		p.Xdpflow, p.FloorLookup, p.FloorLookupAtomic, p.FloorLookupLock, p.FloorLookupLockClock, p.FloorSmallLookup, p.FloorCsum
+	f.SameKey, f.SameKey28 = p.FloorSameKey, p.FloorSameKey28
 	return f, nil
 }
 
@@ -144,6 +153,16 @@ func (f *Floor) PutSmall(saddr [4]byte, sport, dport uint16, ifindex uint32) err
 	k := floorSmallKey{Sport: sport, Dport: dport, Ifindex: ifindex}
 	k.Saddr = binary.NativeEndian.Uint32(saddr[:])
 	return f.objs.SmallFlows.Put(&k, &floorFlowCounters{})
+}
+
+// PutSameKey28 inserts the IPv4 TCP connection from saddr (as in the
+// packet) and sport to dport, arriving on ifindex, into the table of
+// SameKey28, with zero counters.
+func (f *Floor) PutSameKey28(saddr [4]byte, sport, dport uint16, ifindex uint32) error {
+	k := floorFlowKey28{Ifindex: ifindex, Sport: sport, Dport: dport, Proto: 6, Family: 4}
+	k.Saddr[10], k.Saddr[11] = 0xff, 0xff
+	copy(k.Saddr[12:], saddr[:])
+	return f.objs.Flows28.Put(&k, &floorFlowValue{})
 }
 
 // Misses returns how many packets a Lookup program did not find (summed

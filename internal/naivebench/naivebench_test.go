@@ -74,16 +74,20 @@ func TestFloor(t *testing.T) {
 	if err := f.PutSmall([4]byte{10, 0, 0, 1}, 1000, Port, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*ebpf.Program{f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup} {
+	if err := f.PutSameKey28([4]byte{10, 0, 0, 1}, 1000, Port, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*ebpf.Program{f.Lookup, f.LookupAtomic, f.LookupLock, f.LookupLockClock, f.SmallLookup, f.SameKey, f.SameKey28} {
 		run(t, p, frame, 1)
 	}
 	if m, err := f.Misses(); err != nil || m != 0 {
 		t.Errorf("floor programs missed %d lookups (%v), want 0", m, err)
 	}
-	run(t, f.Lookup, tcp4(2, 1000, Port), 1)
-	run(t, f.SmallLookup, tcp4(2, 1000, Port), 1)
-	if m, err := f.Misses(); err != nil || m != 2 {
-		t.Errorf("floor programs missed %d lookups (%v), want 2", m, err)
+	for _, p := range []*ebpf.Program{f.Lookup, f.SmallLookup, f.SameKey, f.SameKey28} {
+		run(t, p, tcp4(2, 1000, Port), 1)
+	}
+	if m, err := f.Misses(); err != nil || m != 4 {
+		t.Errorf("floor programs missed %d lookups (%v), want 4", m, err)
 	}
 }
 
