@@ -12,8 +12,9 @@
  *   floor_lookup_lock    + bpf_spin_lock, two increments, unlock (no clock,
  *                        no dead flag, no key check);
  *   floor_lookup_lock_clock  + the coarse clock and last_seen: xdpflow's
- *                        hit path without the dead flag, the key check
- *                        and the retry loop;
+ *                        hit path as it was when it took the entry's lock
+ *                        for every packet, without the dead flag, the key
+ *                        check and the retry loop;
  *   floor_small_lookup   parse + lookup of a 12-byte IPv4-only key in a
  *                        table of its own: the cost of the key size;
  *   floor_csum           parse + a one's-complement sum over the frame

@@ -34,10 +34,23 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IP6_OFFSET_MASK 0xfff8
 /* IPv6 extension headers walked before giving up (not counted). */
 #define MAX_IPV6_EXT_HEADERS 8
-/* Lookups of a key that is being evicted before the packet is counted as
- * overflow. An eviction deletes the entry within a few hundred ns of
- * marking it dead, so the retries nearly always find the key gone. */
+/* Lookups of a key that is being evicted (or published) before the packet
+ * is counted as overflow. An eviction deletes the entry within a few
+ * hundred ns of marking it dead, so the retries nearly always find the key
+ * gone. */
 #define MAX_COUNT_ATTEMPTS 64
+
+/* The state word of an entry, flow_value.dead (see "Lossless eviction"). */
+#define STATE_DEAD 0x80000000u /* being evicted: no packet starts adding */
+#define STATE_NEW 0x40000000u  /* inserted, not yet published */
+#define STATE_PINS 0x3fffffffu /* packets adding without the entry's lock */
+#define STATE_NOT_LIVE (STATE_DEAD | STATE_NEW)
+/* Compare-and-swaps xdpflow_evict tries to mark an entry dead while packets
+ * take and release pins, and reads of the state it makes waiting for the
+ * pins taken before to be released (a few µs). An idle connection needs
+ * one of each. */
+#define MAX_MARK_ATTEMPTS 64
+#define MAX_RELEASE_READS 4096
 
 /* Load-time settings, set by the loader through spec.Variables. */
 /* Destination port set as a 65536-bit bitmap; ignored when all_ports. */
@@ -385,24 +398,46 @@ static __always_inline void on_new_connection(__u64 now)
  * The receiver evicts an idle connection by running xdpflow_evict on its
  * key (Datapath.Evict) and exports the final counters that run returns,
  * not a value read before. Every packet of the connection is then in
- * exactly one exported value, or in the overflow counters:
+ * exactly one exported value, or in the overflow counters.
  *
- * - xdpflow_evict takes the final counters and marks the entry dead in one
- *   critical section under the entry's lock, and add() changes counters
- *   only under that lock and only while the entry is live: a packet
- *   counted before is in the final counters, a packet after does not
- *   touch the entry.
+ * An entry's state word (flow_value.dead) says whether it is live, being
+ * evicted (STATE_DEAD) or not yet published (STATE_NEW), and how many
+ * packets are adding to its counters without its lock (pins). It changes
+ * only by atomic operations in their fetch forms, which are fully ordered.
+ *
+ * - A packet adds to the counters only while it holds a pin or the
+ *   entry's lock. It takes a pin by a compare-and-swap from a live state,
+ *   and releases it after its adds; a packet that loses that race twice
+ *   (other CPUs pinning the same entry) takes the lock instead and adds
+ *   only if the state it reads under the lock is live. Taking a pin is a
+ *   few ns; the lock, a pair of helper calls, costs ~40 ns of a ~120 ns
+ *   hit path where returns are expensive (BENCHMARKS.md, "The hit path
+ *   against the same-key floor").
+ * - xdpflow_evict, holding the lock (so no packet adds under it), marks
+ *   the entry dead by a compare-and-swap, waits until the pins taken
+ *   before are released, then reads the final counters and deletes the
+ *   entry: a packet counted before is in the final counters, a packet
+ *   after does not touch the entry. If the pins are not released within
+ *   MAX_RELEASE_READS reads (a CPU interrupted while holding one), it
+ *   clears the mark and evicts nothing: the entry stays live, and a later
+ *   snapshot evicts it.
  * - A packet that finds the entry dead looks the key up again until the
  *   delete that follows has run, then inserts a new entry: a new series,
  *   with a new first-seen time. Nobody can insert the key between the mark
  *   and the delete (the dead entry holds it, so BPF_NOEXIST fails with
  *   EEXIST), so the delete removes exactly the dead entry.
  * - A packet that looked the entry up before the delete may reach add()
- *   after it, when the freed entry may be live again for another key:
- *   add() compares the entry's own copy of the key and skips it.
- * - A packet that still finds the entry dead after MAX_COUNT_ATTEMPTS
- *   lookups (an eviction stalled between its mark and its delete) goes to
- *   the overflow counters: counted, not attributed to a connection.
+ *   after it, when the freed entry may be reused for another key: the
+ *   kernel hands a deleted entry to the next insert at once, which copies
+ *   its value over it without taking its lock. The state stays dead until
+ *   that copy writes STATE_NEW, which the inserting packet clears only
+ *   after the insert has returned (publish()), so a packet finds a live
+ *   state only in a whole value; add() then compares the entry's own copy
+ *   of the key and skips it.
+ * - A packet that still finds the entry dead (or new) after
+ *   MAX_COUNT_ATTEMPTS lookups (an eviction stalled between its mark and
+ *   its delete) goes to the overflow counters: counted, not attributed to
+ *   a connection.
  *
  * BPF_MAP_LOOKUP_AND_DELETE_ELEM from user space would not do: a packet
  * that looked the entry up just before the deletion would add to it just
@@ -420,19 +455,68 @@ static __always_inline int same_key(const struct flow_key *a, const struct flow_
 	return diff == 0;
 }
 
-/* add counts one packet in v if v is live and holds key (see "Lossless
- * eviction"). */
-static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
+/* state_read returns v's state, fully ordered: what is read after it was
+ * written before the state it returns. An atomic OR of 0, as a plain load
+ * is not ordered on every architecture (arm64). */
+static __always_inline __u32 state_read(struct flow_value *v)
+{
+	return __sync_fetch_and_or(&v->dead, 0);
+}
+
+/* state_add and state_clear change v's state, fully ordered: clang emits
+ * the fetch form, the ordered one, only for a result that is used. */
+static __always_inline void state_add(struct flow_value *v, __u32 delta)
+{
+	__u32 old = __sync_fetch_and_add(&v->dead, delta);
+	barrier_var(old);
+}
+
+static __always_inline void state_clear(struct flow_value *v, __u32 bits)
+{
+	__u32 old = __sync_fetch_and_and(&v->dead, ~bits);
+	barrier_var(old);
+}
+
+/* count_in adds one packet to v's counters. Its caller holds a pin or the
+ * lock, and other CPUs may hold pins too: hence atomic adds. */
+static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
+{
+	__sync_fetch_and_add(&v->counters.packets, 1);
+	__sync_fetch_and_add(&v->counters.bytes, len);
+	v->counters.last_seen_ns = now;
+}
+
+/* add_locked is add() under v's lock, for a packet that lost the race for
+ * a pin (see "Lossless eviction"). */
+static __always_inline int add_locked(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
 {
 	int added = 0;
 	bpf_spin_lock(&v->lock);
-	if (!v->dead && same_key(&v->key, key)) {
-		v->counters.packets++;
-		v->counters.bytes += len;
-		v->counters.last_seen_ns = now;
+	if (!(state_read(v) & STATE_NOT_LIVE) && same_key(&v->key, key)) {
+		count_in(v, len, now);
 		added = 1;
 	}
 	bpf_spin_unlock(&v->lock);
+	return added;
+}
+
+/* add counts one packet in v if v is live and holds key (see "Lossless
+ * eviction"): under a pin taken from a live state without pins (the
+ * common case), or from the live state that attempt found, else under
+ * the lock. */
+static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
+{
+	__u32 s = __sync_val_compare_and_swap(&v->dead, 0, 1);
+	if (s != 0) {
+		if (s & STATE_NOT_LIVE)
+			return 0;
+		if (__sync_val_compare_and_swap(&v->dead, s, s + 1) != s)
+			return add_locked(v, key, len, now);
+	}
+	int added = same_key(&v->key, key);
+	if (added)
+		count_in(v, len, now);
+	state_add(v, -1); /* release the pin, after the adds */
 	return added;
 }
 
@@ -450,10 +534,12 @@ static __always_inline __u32 key_hash(const struct flow_key *key)
 	return h ^ (h >> 16);
 }
 
-/* insert adds key's entry with this first packet, if key has none. */
+/* insert adds key's entry with this first packet, if key has none. The
+ * entry is not live until publish(). */
 static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 {
 	struct flow_value init = {
+		.dead = STATE_NEW,
 		.key = *key,
 		.counters = {
 			.packets = 1,
@@ -465,6 +551,15 @@ static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 	if (hash_keys)
 		init.hash = key_hash(key);
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
+}
+
+/* publish makes key's entry, which this packet inserted, live. An entry
+ * that is not live is never evicted, so the lookup finds that entry. */
+static __always_inline void publish(const struct flow_key *key)
+{
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+	if (v)
+		state_clear(v, STATE_NEW);
 }
 
 static __always_inline int table_full(__u64 generation)
@@ -507,13 +602,14 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 			if (add(v, key, len, now))
 				return;
 			evicting = 1;
-			continue; /* being evicted, or reused for another key */
+			continue; /* being evicted or published, or reused for another key */
 		}
 		__u64 generation = *(volatile __u64 *)&evictions;
 		if (!evicting && table_full(generation))
 			break;
 		long err = insert(key, len, now);
 		if (err == 0) {
+			publish(key);
 			on_new_connection(now);
 			return;
 		}
@@ -618,10 +714,41 @@ int xdpflow(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* mark_dead marks v dead if it is live and holds key, with v's lock held:
+ * no other eviction changes its state meanwhile, packets' pins do. */
+static __always_inline int mark_dead(struct flow_value *v, const struct flow_key *key)
+{
+	__u32 s = state_read(v);
+	if (s & STATE_NOT_LIVE || !same_key(&v->key, key))
+		return 0;
+	for (int i = 0; i < MAX_MARK_ATTEMPTS; i++) {
+		__u32 seen = __sync_val_compare_and_swap(&v->dead, s, s | STATE_DEAD);
+		if (seen == s)
+			return 1;
+		if (seen & STATE_NOT_LIVE)
+			return 0;
+		s = seen; /* a pin was taken or released meanwhile */
+	}
+	return 0;
+}
+
+/* pins_released reports whether the pins of v, marked dead, have all been
+ * released, waiting for up to MAX_RELEASE_READS reads. Once it has, the
+ * counters read after hold every packet added under a pin. */
+static __always_inline int pins_released(struct flow_value *v)
+{
+	for (int i = 0; i < MAX_RELEASE_READS; i++) {
+		if (!(*(volatile __u32 *)&v->dead & STATE_PINS))
+			break;
+	}
+	return !(state_read(v) & STATE_PINS);
+}
+
 /* xdpflow_evict removes one connection from the flow table and returns its
  * final counters, losing no packet (see "Lossless eviction"). The loader
  * runs it with BPF_PROG_TEST_RUN on a struct evict_msg; it is never
- * attached to an interface. */
+ * attached to an interface. found = 0 means the key is not in the table,
+ * or could not be evicted now: then it stays in the table, live. */
 SEC("xdp")
 int xdpflow_evict(struct xdp_md *ctx)
 {
@@ -640,10 +767,13 @@ int xdpflow_evict(struct xdp_md *ctx)
 	struct flow_counters final;
 	int found = 0;
 	bpf_spin_lock(&v->lock);
-	if (!v->dead && same_key(&v->key, &key)) {
-		v->dead = 1;
-		final = v->counters;
-		found = 1;
+	if (mark_dead(v, &key)) {
+		if (pins_released(v)) {
+			final = v->counters;
+			found = 1;
+		} else {
+			state_clear(v, STATE_DEAD); /* evicted by a later snapshot */
+		}
 	}
 	bpf_spin_unlock(&v->lock);
 	if (!found) {
@@ -662,7 +792,9 @@ static long select_changed(void *map, const struct flow_key *key, struct flow_va
 {
 	msg->seen++;
 	__u64 last = v->counters.last_seen_ns;
-	if (v->dead)
+	/* Being evicted: its final counters come from xdpflow_evict. Pins
+	 * and STATE_NEW leave an entry live, with whole counters. */
+	if (v->dead & STATE_DEAD)
 		return 0;
 	if (last < msg->since_ns && last >= msg->idle_before_ns &&
 	    (msg->refresh == 0 || v->hash % msg->refresh != msg->slot))

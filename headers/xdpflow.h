@@ -67,14 +67,20 @@ struct flow_counters {
 	__u64 last_seen_ns;
 };
 
-/* flow_value is the flow table's value. Counters change only under lock,
- * and only while the value is live and holds the key it was looked up by:
- * that is what makes eviction lossless ("Lossless eviction" in
- * bpf/xdpflow.c). */
+/* flow_value is the flow table's value. Counters change only under a pin
+ * or the lock, and only while the value is live and holds the key it was
+ * looked up by: that is what makes eviction lossless ("Lossless eviction"
+ * in bpf/xdpflow.c). */
 struct flow_value {
+	/* Taken by xdpflow_evict, and by a packet that lost the race for a
+	 * pin to packets on other CPUs. */
 	struct bpf_spin_lock lock;
-	/* Set, under lock, by xdpflow_evict once it has taken the final
-	 * counters; the entry is deleted right after. */
+	/* The entry's state, changed only atomically: being evicted (set by
+	 * xdpflow_evict, which then waits for the pins to be released and
+	 * takes the final counters; the entry is deleted right after), not
+	 * yet published (set in the inserted value, cleared by the inserting
+	 * packet), and the number of packets adding to the counters without
+	 * the lock (pins). STATE_* in bpf/xdpflow.c. */
 	__u32 dead;
 	/* The entry's own key: an entry deleted and reused for another key
 	 * while a packet held a pointer to it is recognised and skipped. */
@@ -90,6 +96,8 @@ struct flow_value {
  * loader fills key, the program fills found and counters. */
 struct evict_msg {
 	struct flow_key key;
+	/* 1: evicted, counters are final. 0: not in the table, or not
+	 * evictable now (packets held pins too long): still in the table. */
 	__u32 found;
 	struct flow_counters counters;
 };

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
 
@@ -77,6 +79,83 @@ func TestEvict(t *testing.T) {
 	}
 	if err := d.Evict([]FlowKey{absent, b}, &empty); err != nil || empty.Len() != 0 {
 		t.Errorf("Evict(absent keys) = %v with %d flows", err, empty.Len())
+	}
+}
+
+// TestEvictLeavesAPinnedEntry checks what xdpflow_evict does when a packet
+// holds a pin on the entry for longer than it waits (a CPU interrupted
+// while adding): it evicts nothing, and the entry stays live and counting
+// until the pin is released, when it is evicted with every packet. The
+// held pin is written into the entry's state word from user space.
+func TestEvictLeavesAPinnedEntry(t *testing.T) {
+	privtest.RequireRoot(t)
+	d := loadDatapath(t, testOptions())
+	a := keyOf(0, loopbackIndex(t))
+	runFrame(t, d, keyFrame(0))
+
+	setFlowState(t, d, a, 0, 1) // a pin nobody releases
+	var evicted FlowTable
+	if err := d.Evict([]FlowKey{a}, &evicted); err != nil || evicted.Len() != 0 {
+		t.Fatalf("Evict with a pin held = %v, evicted %+v; want nothing evicted", err, evicted.Values)
+	}
+	runFrame(t, d, keyFrame(0)) // taking a second pin
+	if v := readFlows(t, d)[a]; v.Packets != 2 {
+		t.Fatalf("flow a after a failed eviction and a packet: %+v, want 2 packets", v)
+	}
+	setFlowState(t, d, a, 1, 0) // released; the failed eviction cleared its mark
+	if err := d.Evict([]FlowKey{a}, &evicted); err != nil || evicted.Len() != 1 || evicted.Values[0].Packets != 2 {
+		t.Fatalf("Evict = %v, evicted %+v; want flow a with 2 packets", err, evicted.Values)
+	}
+	if st := readStats(t, d); st.OverflowPackets != 0 {
+		t.Errorf("overflow packets %d, want 0", st.OverflowPackets)
+	}
+}
+
+// TestUnpublishedEntryIsNotLive checks that an entry whose state says it is
+// not yet published (STATE_NEW: the kernel may still be copying its value
+// over a reused entry) is neither counted in nor evicted: a packet of it
+// goes to the overflow counters once its lookups are used up.
+func TestUnpublishedEntryIsNotLive(t *testing.T) {
+	privtest.RequireRoot(t)
+	const stateNew = 0x40000000
+	d := loadDatapath(t, testOptions())
+	a := keyOf(0, loopbackIndex(t))
+	runFrame(t, d, keyFrame(0))
+
+	setFlowState(t, d, a, 0, stateNew)
+	runFrame(t, d, keyFrame(0))
+	var evicted FlowTable
+	if err := d.Evict([]FlowKey{a}, &evicted); err != nil || evicted.Len() != 0 {
+		t.Fatalf("Evict of an unpublished entry = %v, evicted %+v; want nothing evicted", err, evicted.Values)
+	}
+	if v := readFlows(t, d)[a]; v.Packets != 1 {
+		t.Errorf("unpublished flow a: %+v, want its first packet only", v)
+	}
+	if st := readStats(t, d); st.OverflowPackets != 1 {
+		t.Errorf("overflow packets %d, want 1", st.OverflowPackets)
+	}
+	setFlowState(t, d, a, stateNew, 0)
+	runFrame(t, d, keyFrame(0))
+	if v := readFlows(t, d)[a]; v.Packets != 2 {
+		t.Errorf("published flow a after a packet: %+v, want 2 packets", v)
+	}
+}
+
+// setFlowState sets the state word (flow_value.dead) of key's entry, which
+// must hold was, with no packet running.
+func setFlowState(t *testing.T, d *Datapath, key FlowKey, was, state uint32) {
+	t.Helper()
+	k := kernelKey(key)
+	var v xdpflowFlowValue
+	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+		t.Fatalf("look up flow %v: %v", key.Source(), err)
+	}
+	if v.Dead != was {
+		t.Fatalf("state of flow %v is %#x, want %#x", key.Source(), v.Dead, was)
+	}
+	v.Dead = state
+	if err := d.objs.Flows.Update(&k, &v, ebpf.UpdateExist); err != nil {
+		t.Fatalf("set the state of flow %v: %v", key.Source(), err)
 	}
 }
 

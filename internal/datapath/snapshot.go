@@ -43,7 +43,9 @@ func (d *Datapath) ReadFlows(dst *FlowTable) error {
 }
 
 // Evict removes keys from the kernel table and appends each removed flow,
-// with its final counters, to dst. Keys no longer in the table are skipped.
+// with its final counters, to dst. Keys no longer in the table are skipped,
+// and so, rarely, is a key whose packets keep the program from evicting it
+// at once: that one stays in the table, live, for a later call.
 //
 // Each key is evicted by the xdpflow_evict program, whose final counters
 // hold every packet counted before; a packet after starts a new entry,
@@ -58,7 +60,7 @@ func (d *Datapath) Evict(keys []FlowKey, dst *FlowTable) error {
 			return fmt.Errorf("evict flow from %s: %w", k.Source(), err)
 		}
 		if out.Found == 0 {
-			continue // not in the table
+			continue // not in the table, or still in it (see above)
 		}
 		c := out.Counters
 		dst.Append(k, FlowValue{Packets: c.Packets, Bytes: c.Bytes, FirstSeenNs: c.FirstSeenNs, LastSeenNs: c.LastSeenNs})

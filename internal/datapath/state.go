@@ -20,7 +20,10 @@ import (
 
 // stateLayout names the meaning of the pinned maps; a program whose maps
 // mean something else must change it, so that it starts a new table.
-const stateLayout = "xdpflow state 1"
+// State 2: flow_value.dead is a state word of pins and flags, and packets
+// add without the entry's lock; a program of state 1 evicting from the
+// same table would miss what a packet adds under a pin.
+const stateLayout = "xdpflow state 2"
 
 // Names in a state directory.
 const (
