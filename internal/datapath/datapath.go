@@ -192,8 +192,10 @@ func (d *Datapath) State() StateReport {
 // Program returns the loaded XDP program, e.g. for BPF_PROG_TEST_RUN.
 func (d *Datapath) Program() *ebpf.Program { return d.objs.Xdpflow }
 
-// Close detaches the program from every interface and releases the
-// program, its maps and the event reader. It is safe to call twice.
+// Close stops Follow, detaches the program from every interface (with a
+// state directory, the pinned attachments stay and go on counting) and
+// releases the program, its maps and the event reader. It is safe to call
+// twice.
 func (d *Datapath) Close() error {
 	d.stopFollowing()
 	d.mu.Lock()
