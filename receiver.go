@@ -236,18 +236,6 @@ func (r *xdpflowReceiver) export(ctx context.Context, md pmetric.Metrics) error 
 func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	r.waitForNextStamp()
 	r.learnInterfaceNames()
-	pre, err := r.measureClock()
-	if err != nil {
-		return snapshot{}, err
-	}
-	read := time.Now()
-	readNs := pre.KernelNs(read)
-	idle := idleBefore(readNs, r.cfg.IdleTimeout)
-	entries, filtered, err := r.readTable(idle)
-	if err != nil {
-		return snapshot{}, err
-	}
-	r.telemetry.recordPhase(ctx, phaseRead, time.Since(read))
 	clock, err := r.measureClock()
 	if err != nil {
 		return snapshot{}, err
@@ -256,14 +244,21 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 		r.set.Logger.Warn("Wall clock stepped; start timestamps follow it", zap.Duration("step", d))
 		r.builder.clock = clock
 	}
+	read := time.Now()
+	readNs := clock.KernelNs(read)
+	idle := idleBefore(readNs, r.cfg.IdleTimeout)
+	entries, filtered, err := r.readTable(idle)
+	if err != nil {
+		return snapshot{}, err
+	}
 	now := time.Now()
+	r.telemetry.recordPhase(ctx, phaseRead, now.Sub(read))
 	carried := r.evicted.Len() // final counts a failed export left
-	evict := time.Now()
 	r.moveIdle(idle)
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
 	}
-	r.telemetry.recordPhase(ctx, phaseEvict, time.Since(evict))
+	r.telemetry.recordPhase(ctx, phaseEvict, time.Since(now))
 	stats, err := r.src.Stats()
 	if err != nil {
 		return snapshot{}, err
