@@ -91,7 +91,7 @@ func startSteadyTraffic(t *testing.T, pair *netnstest.Pair, o steadyOptions) *st
 			client := netnstest.ListenUDP(t, pair.Sender, from)
 			s.client(func() error { return s.sendUDP(client, from, to) })
 		}
-		ln := listenTCP(t, pair, to)
+		ln := netnstest.ListenTCP(t, pair.Receiver, to)
 		s.listeners = append(s.listeners, ln)
 		s.server(func() error { return s.serveTCP(ln) })
 		for range o.LongTCP {
@@ -107,22 +107,6 @@ func startSteadyTraffic(t *testing.T, pair *netnstest.Pair, o steadyOptions) *st
 		}
 	}()
 	return s
-}
-
-// listenTCP listens on to in pair's receiver namespace until the test ends.
-func listenTCP(t *testing.T, pair *netnstest.Pair, to netip.AddrPort) *net.TCPListener {
-	t.Helper()
-	var ln *net.TCPListener
-	err := pair.Do(pair.Receiver, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(to))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %s: %v", to, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
 }
 
 // client runs the sender fn on a goroutine and keeps its error.

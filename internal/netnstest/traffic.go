@@ -37,6 +37,24 @@ func ListenUDP(tb testing.TB, ns string, a netip.AddrPort) *net.UDPConn {
 	return c
 }
 
+// ListenTCP listens on a inside namespace ns until the test ends
+// (tb.Cleanup closes the listener, if its user has not). It fails the test
+// if it cannot listen.
+func ListenTCP(tb testing.TB, ns string, a netip.AddrPort) *net.TCPListener {
+	tb.Helper()
+	var ln *net.TCPListener
+	err := Do(ns, func() error {
+		var err error
+		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a))
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("listen tcp %s in %s: %v", a, ns, err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // UDPSizes returns k (at least 2) payload sizes from 0 to maxSize, both
 // included: size i is (i*211) mod (maxSize+1), except size 1, which is
 // maxSize. The sequence is deterministic.
@@ -209,15 +227,7 @@ const (
 // server's goroutine has ended when Converse returns or fails.
 func (c TCPConversation) Converse(tb testing.TB, pair *Pair, src netip.Addr, to netip.AddrPort) netip.AddrPort {
 	tb.Helper()
-	var ln *net.TCPListener
-	err := pair.Do(pair.Receiver, func() error {
-		var err error
-		ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(to))
-		return err
-	})
-	if err != nil {
-		tb.Fatalf("listen %s: %v", to, err)
-	}
+	ln := ListenTCP(tb, pair.Receiver, to)
 	serverErr := make(chan error, 1)
 	go func() { serverErr <- c.serve(ln) }()
 	// On a failure of the client, report the server's error too; the
@@ -236,7 +246,7 @@ func (c TCPConversation) Converse(tb testing.TB, pair *Pair, src netip.Addr, to 
 	if c.BeforeDial != nil {
 		c.BeforeDial()
 	}
-	err = pair.Do(pair.Sender, func() error {
+	err := pair.Do(pair.Sender, func() error {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: c.Timeout}
 		nc, err := d.Dial("tcp", to.String())
 		if err != nil {
