@@ -69,9 +69,9 @@ func resetPeakRSS(tb testing.TB) {
 }
 
 // filledDatapath loads a datapath whose table of n entries holds n
-// connections. The caller closes it.
-func filledDatapath(b *testing.B, n int) *datapath.Datapath {
-	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n)})
+// connections, with ReadChanged if readChanged. The caller closes it.
+func filledDatapath(b *testing.B, n int, readChanged bool) *datapath.Datapath {
+	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n), ReadChanged: readChanged})
 	require.NoError(b, err)
 	fillFlows(b, dp.Program(), n)
 	return dp
@@ -84,7 +84,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp := filledDatapath(b, n)
+			dp := filledDatapath(b, n, false)
 			defer dp.Close()
 
 			bld := testBuilder()
@@ -115,10 +115,8 @@ func BenchmarkSnapshot(b *testing.B) {
 func BenchmarkChangedSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	const n, changed = 1_000_000, 10_000
-	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: n, ReadChanged: true})
-	require.NoError(b, err)
+	dp := filledDatapath(b, n, true)
 	defer dp.Close()
-	fillFlows(b, dp.Program(), n)
 	cfg := createDefaultConfig()
 	cfg.ExportChangedOnly = true
 	filter := newChangedFilter(cfg)
@@ -269,7 +267,7 @@ func BenchmarkReadFlows(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp := filledDatapath(b, n)
+			dp := filledDatapath(b, n, false)
 			defer dp.Close()
 			var flows datapath.FlowTable
 			b.ReportAllocs()
