@@ -41,6 +41,15 @@ type Datapath struct {
 	// Options.ReadChanged.
 	changedCapacity uint32
 	closed          bool
+
+	// dump reads the whole table for ReadFlows; nil where it could not
+	// be loaded, for the reason in dumpErr. tableMu keeps Evict's
+	// deletes out of its walks (an entry deleted and reused under the
+	// walk could lead it out of its bucket) and one walk's array out of
+	// another's.
+	dump    *dumper
+	dumpErr error
+	tableMu sync.Mutex
 }
 
 // Load checks opts, then loads the program and its maps into the kernel.
@@ -87,9 +96,11 @@ func Load(opts Options) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
+	d.dump, d.dumpErr = loadDumper(d.objs.Flows)
 	d.events, err = ringbuf.NewReader(d.objs.Events)
 	if err != nil {
 		d.objs.Close()
+		d.closeDumper()
 		return nil, fmt.Errorf("open trigger ring buffer: %w", err)
 	}
 	d.wg.Add(1)
@@ -212,8 +223,16 @@ func (d *Datapath) Close() error {
 	d.wg.Wait()
 	// The global variables stay memory-mapped, keeping their two maps
 	// alive, until the garbage collector frees the Datapath: drop it.
-	errs = append(errs, d.objs.Close())
+	errs = append(errs, d.closeDumper(), d.objs.Close())
 	return errors.Join(errs...)
+}
+
+// closeDumper releases the flow table walk, if loaded.
+func (d *Datapath) closeDumper() error {
+	if d.dump == nil {
+		return nil
+	}
+	return d.dump.Close()
 }
 
 // Stats reads the counters, summing the per-CPU values.

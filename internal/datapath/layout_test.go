@@ -33,7 +33,9 @@ func fieldsOf(typ reflect.Type) []field {
 
 // TestLayoutMatchesGenerated checks that the public types have the size
 // and field offsets of the bpf2go-generated types: FlowKey because batch
-// lookups fill it in place, FlowValue because it is the kernel's counters,
+// lookups fill it in place and the walk's entries are read as it,
+// FlowValue because it is the kernel's counters (read in place from the
+// walk's entries too),
 // TriggerEvent because it is to
 // carry every field of the kernel's event. It also checks that FlowKey has
 // no implicit padding, whose bytes the kernel would compare as part of the
@@ -46,6 +48,8 @@ func TestLayoutMatchesGenerated(t *testing.T) {
 		{"flow_key", reflect.TypeFor[FlowKey](), reflect.TypeFor[xdpflowFlowKey]()},
 		{"flow_counters", reflect.TypeFor[FlowValue](), reflect.TypeFor[xdpflowFlowCounters]()},
 		{"trigger_event", reflect.TypeFor[TriggerEvent](), reflect.TypeFor[xdpflowTriggerEvent]()},
+		{"dump_entry.key", reflect.TypeFor[FlowKey](), reflect.TypeOf(xdpflowDumpDumpEntry{}.Key)},
+		{"dump_entry.counters", reflect.TypeFor[FlowValue](), reflect.TypeOf(xdpflowDumpDumpEntry{}.Counters)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
