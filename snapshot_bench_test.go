@@ -69,11 +69,21 @@ func resetPeakRSS(tb testing.TB) {
 }
 
 // filledDatapath loads a datapath whose table of n entries holds n
-// connections, with ReadChanged if readChanged. The caller closes it.
+// connections, with ReadChanged if readChanged, and reads it once, as a
+// receiver's first snapshot does: ReadFlows then knows the table is full
+// (and walks it). The caller closes it.
 func filledDatapath(b *testing.B, n int, readChanged bool) *datapath.Datapath {
-	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(n), ReadChanged: readChanged})
+	return partlyFilledDatapath(b, n, n, readChanged)
+}
+
+// partlyFilledDatapath is filledDatapath with a table of capacity
+// entries.
+func partlyFilledDatapath(b *testing.B, capacity, n int, readChanged bool) *datapath.Datapath {
+	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(capacity), ReadChanged: readChanged})
 	require.NoError(b, err)
 	fillFlows(b, dp.Program(), n)
+	var first datapath.FlowTable
+	require.NoError(b, dp.ReadFlows(&first))
 	return dp
 }
 
@@ -264,19 +274,25 @@ func checkGroupedCounts(b *testing.B, dp *datapath.Datapath, series int) {
 
 // BenchmarkReadFlows measures reading the kernel table alone, both ways
 // Datapath.ReadFlows can: "walk", one walk of the table in the kernel into
-// an array read through a memory mapping (what ReadFlows does), and
-// "batch", batch lookups (ReadFlowsBatch, its fallback), on the same table.
+// an array read through a memory mapping (ReadFlowsWalk), and "batch",
+// batch lookups (ReadFlowsBatch), on the same table: full tables of n,
+// and 10,000 connections in a table of 2^20 (ReadFlows reads that one
+// with batch lookups).
 func BenchmarkReadFlows(b *testing.B) {
 	privtest.RequireRoot(b)
-	for _, n := range []int{10_000, 100_000, 1_000_000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp := filledDatapath(b, n, false)
+	for _, c := range []struct{ capacity, n int }{{10_000, 10_000}, {100_000, 100_000}, {1_000_000, 1_000_000}, {1 << 20, 10_000}} {
+		name := fmt.Sprint(c.n)
+		if c.capacity != c.n {
+			name = fmt.Sprintf("%d-of-%d", c.n, c.capacity)
+		}
+		b.Run(name, func(b *testing.B) {
+			dp := partlyFilledDatapath(b, c.capacity, c.n, false)
 			defer dp.Close()
 			require.NoError(b, dp.FullReadFallback())
 			for _, m := range []struct {
 				name string
 				read func(*datapath.FlowTable) error
-			}{{"walk", dp.ReadFlows}, {"batch", dp.ReadFlowsBatch}} {
+			}{{"walk", dp.ReadFlowsWalk}, {"batch", dp.ReadFlowsBatch}} {
 				b.Run(m.name, func(b *testing.B) {
 					var flows datapath.FlowTable
 					require.NoError(b, m.read(&flows)) // grow the table's buffers
@@ -287,9 +303,9 @@ func BenchmarkReadFlows(b *testing.B) {
 						require.NoError(b, m.read(&flows))
 					}
 					b.StopTimer()
-					require.Equal(b, n, flows.Len())
-					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/flow")
-					b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/flow")
+					require.Equal(b, c.n, flows.Len())
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.n), "ns/flow")
+					b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N)/float64(c.n), "cpu-ns/flow")
 				})
 			}
 		})

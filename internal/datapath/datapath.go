@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -50,6 +51,8 @@ type Datapath struct {
 	dump    *dumper
 	dumpErr error
 	tableMu sync.Mutex
+	// lastRead is how many entries ReadFlows read last time.
+	lastRead atomic.Int64
 }
 
 // Load checks opts, then loads the program and its maps into the kernel.

@@ -4,6 +4,7 @@ package datapath
 
 import (
 	"fmt"
+	"math/bits"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -28,6 +29,9 @@ const dumpEntrySize = int(unsafe.Sizeof(xdpflowDumpDumpEntry{}))
 // memory per entry of the table's capacity, beside the table's ~200.
 type dumper struct {
 	objs xdpflowDumpObjects
+	// buckets is the number of buckets the walk visits: the kernel
+	// gives a hash map of n entries the next power of two.
+	buckets uint64
 }
 
 // loadDumper loads the walk over flows, with an array of flows' size.
@@ -38,7 +42,7 @@ func loadDumper(flows *ebpf.Map) (*dumper, error) {
 	}
 	spec.Maps[xdpflowDumpMapFlows].MaxEntries = flows.MaxEntries()
 	spec.Maps[xdpflowDumpMapDumpOut].MaxEntries = flows.MaxEntries()
-	var d dumper
+	d := dumper{buckets: 1 << bits.Len32(flows.MaxEntries()-1)}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{xdpflowDumpMapFlows: flows}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		return nil, fmt.Errorf("load flow table walk (%d entries of %d bytes): %w", flows.MaxEntries(), dumpEntrySize, err)

@@ -37,6 +37,16 @@ func batchFlows(t testing.TB, d *Datapath) map[FlowKey]FlowValue {
 	return flowMap(t, &tbl)
 }
 
+// walkFlows reads d's table with the walk in the kernel into a map.
+func walkFlows(t testing.TB, d *Datapath) map[FlowKey]FlowValue {
+	t.Helper()
+	var tbl FlowTable
+	if err := d.ReadFlowsWalk(&tbl); err != nil {
+		t.Fatalf("ReadFlowsWalk: %v", err)
+	}
+	return flowMap(t, &tbl)
+}
+
 // equalFlows fails unless got and want hold the same flows.
 func equalFlows(t testing.TB, what string, got, want map[FlowKey]FlowValue) {
 	t.Helper()
@@ -51,10 +61,9 @@ func equalFlows(t testing.TB, what string, got, want map[FlowKey]FlowValue) {
 	}
 }
 
-// TestReadFlowsWalk checks that ReadFlows reads with the walk in the
-// kernel, returns what batch lookups return for a table of more entries
-// than one memory-mapped window of the walk's array, and reuses its
-// buffers for a smaller table.
+// TestReadFlowsWalk checks that the walk in the kernel returns what batch
+// lookups return for a table of more entries than one memory-mapped
+// window of the walk's array, and reuses its buffers for a smaller table.
 func TestReadFlowsWalk(t *testing.T) {
 	privtest.RequireRoot(t)
 	const n = dumpWindow + 4000
@@ -67,7 +76,7 @@ func TestReadFlowsWalk(t *testing.T) {
 	fillDistinct(t, d, 0, n)
 	runFrame(t, d, tcp4Frame("10.0.0.7", 40000, dport, 100)) // a second packet
 
-	walked := readFlows(t, d)
+	walked := walkFlows(t, d)
 	equalFlows(t, "walk against batch lookups", walked, batchFlows(t, d))
 	if len(walked) != n {
 		t.Fatalf("read %d flows, want %d", len(walked), n)
@@ -77,7 +86,7 @@ func TestReadFlowsWalk(t *testing.T) {
 	}
 
 	var tbl FlowTable
-	if err := d.ReadFlows(&tbl); err != nil {
+	if err := d.ReadFlowsWalk(&tbl); err != nil {
 		t.Fatal(err)
 	}
 	keys := &tbl.Keys[0]
@@ -85,11 +94,11 @@ func TestReadFlowsWalk(t *testing.T) {
 	if err := d.Evict(tbl.Keys[:n-10], &evicted); err != nil || evicted.Len() != n-10 {
 		t.Fatalf("Evict: %d of %d, %v", evicted.Len(), n-10, err)
 	}
-	if err := d.ReadFlows(&tbl); err != nil || tbl.Len() != 10 {
-		t.Fatalf("ReadFlows after evicting all but 10: %d flows, %v", tbl.Len(), err)
+	if err := d.ReadFlowsWalk(&tbl); err != nil || tbl.Len() != 10 {
+		t.Fatalf("walk after evicting all but 10: %d flows, %v", tbl.Len(), err)
 	}
 	if &tbl.Keys[0] != keys {
-		t.Error("ReadFlows did not reuse the table's buffers")
+		t.Error("the walk did not reuse the table's buffers")
 	}
 }
 
@@ -126,7 +135,7 @@ func TestReadFlowsLeavesOutEvicting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	walked, batch := readFlows(t, d), batchFlows(t, d)
+	walked, batch := walkFlows(t, d), batchFlows(t, d)
 	if len(batch) != len(states) {
 		t.Errorf("batch lookups read %d entries, want all %d", len(batch), len(states))
 	}
@@ -161,7 +170,7 @@ func TestReadFlowsFallback(t *testing.T) {
 
 var errNotLoadedForTest = errors.New("walk not loaded, for the test")
 
-// TestReadFlowsDuringInsertsAndEvictions reads the table over and over
+// TestReadFlowsDuringInsertsAndEvictions walks the table over and over
 // while packets insert new connections and another goroutine evicts
 // connections and lets them come back: every read must return each
 // connection that stayed in the table throughout exactly once, with its
@@ -203,11 +212,7 @@ func TestReadFlowsDuringInsertsAndEvictions(t *testing.T) {
 	})
 	const reads = 30
 	for r := range reads {
-		var tbl FlowTable
-		if err := d.ReadFlows(&tbl); err != nil {
-			t.Fatal(err)
-		}
-		got := flowMap(t, &tbl) // fails on a connection read twice
+		got := walkFlows(t, d) // fails on a connection read twice
 		for i := range stable {
 			k := keyOfIndex(lo, i)
 			if got[k] != stableKeys[k] {
@@ -220,5 +225,29 @@ func TestReadFlowsDuringInsertsAndEvictions(t *testing.T) {
 	t.Logf("%d reads while %d connections were inserted", reads, added.Load())
 	if added.Load() == 0 {
 		t.Error("no connection was inserted during the reads")
+	}
+}
+
+// TestReadFlowsChoosesByOccupancy checks that ReadFlows walks the table
+// when the last read found it at least 1/walkMinShare full, and uses batch
+// lookups otherwise (the first time too). Which one read is told by an
+// entry being evicted, which only batch lookups return.
+func TestReadFlowsChoosesByOccupancy(t *testing.T) {
+	privtest.RequireRoot(t)
+	opts := allPorts(testOptions())
+	opts.MaxConnections = 64 // 64 buckets: the walk from 4 entries on
+	d := loadDatapath(t, opts)
+	fillDistinct(t, d, 0, 3)
+	k := keyOfAddr(t, "10.1.0.3")
+	v := xdpflowFlowValue{Dead: 0x80000000, Key: kernelKey(k)}
+	if err := d.objs.Flows.Put(kernelKey(k), &v); err != nil {
+		t.Fatal(err)
+	}
+	// batch (nothing read yet), walk (4 read), batch (3 read), walk
+	for i, want := range []int{4, 3, 4, 3} {
+		var tbl FlowTable
+		if err := d.ReadFlows(&tbl); err != nil || tbl.Len() != want {
+			t.Errorf("read %d: %d flows, %v; want %d", i, tbl.Len(), err, want)
+		}
 	}
 }

@@ -17,30 +17,53 @@ const batchSize = 4096
 // ReadFlows replaces the contents of dst with every flow in the kernel
 // table, reusing dst's buffers. Every entry in the table for the whole
 // read is returned once; entries inserted while it runs may or may not
-// be, and an entry being evicted is not (Evict returns its final counts).
+// be. An entry being evicted (Evict, which returns its final counts) may
+// be left out, or returned with counts its final ones supersede.
 //
-// It reads with one walk of the table in the kernel (bpf/dump.c), and
-// where that could not be loaded (FullReadFallback says why) or fails,
-// with batch lookups (ReadFlowsBatch).
+// It reads with one walk of the table in the kernel (bpf/dump.c) when
+// the last read found the table at least 1/walkMinShare full, else with
+// batch lookups (ReadFlowsBatch), which skip empty buckets faster than
+// the walk visits them; and with batch lookups where the walk could not
+// be loaded (FullReadFallback says why) or fails.
 func (d *Datapath) ReadFlows(dst *FlowTable) error {
-	if d.dump == nil {
-		return d.ReadFlowsBatch(dst)
+	var err error
+	if d.dump == nil || d.lastRead.Load()*walkMinShare < int64(d.dump.buckets) {
+		err = d.ReadFlowsBatch(dst)
+	} else if err = d.ReadFlowsWalk(dst); err != nil {
+		if batchErr := d.ReadFlowsBatch(dst); batchErr != nil {
+			err = errors.Join(err, batchErr)
+		} else {
+			err = nil
+		}
 	}
-	d.tableMu.Lock()
-	dst.Reset()
-	err := d.dump.read(dst)
-	d.tableMu.Unlock()
 	if err == nil {
-		return nil
+		d.lastRead.Store(int64(dst.Len()))
 	}
-	if batchErr := d.ReadFlowsBatch(dst); batchErr != nil {
-		return errors.Join(err, batchErr)
-	}
-	return nil
+	return err
 }
 
-// FullReadFallback returns nil when ReadFlows reads with the walk in the
-// kernel, else why it reads with batch lookups.
+// walkMinShare: ReadFlows walks the table when the last read found at
+// least one entry per walkMinShare buckets. The walk costs ~12 ns per
+// bucket and ~150 per entry at 1,000,000 entries, batch lookups ~1.3 per
+// empty bucket and ~400 per entry: they cost the same at about one entry
+// in 20 buckets (BENCHMARKS.md, "Snapshot and conversion").
+const walkMinShare = 16
+
+// ReadFlowsWalk is ReadFlows by the walk in the kernel, whatever the
+// table's occupancy, e.g. to measure it. It fails where the walk could
+// not be loaded (FullReadFallback).
+func (d *Datapath) ReadFlowsWalk(dst *FlowTable) error {
+	if d.dump == nil {
+		return fmt.Errorf("read flow table: the walk is not loaded: %w", d.dumpErr)
+	}
+	d.tableMu.Lock()
+	defer d.tableMu.Unlock()
+	dst.Reset()
+	return d.dump.read(dst)
+}
+
+// FullReadFallback returns nil when ReadFlows can read with the walk in
+// the kernel, else why it reads with batch lookups only.
 func (d *Datapath) FullReadFallback() error { return d.dumpErr }
 
 // ReadFlowsBatch is ReadFlows by batch lookups (BPF_MAP_LOOKUP_BATCH):
