@@ -77,10 +77,12 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs 200 bytes of kernel memory, preallocated at load: 13 MB
-// for 65536 entries, 3.4 GB at this limit (the memlock of the flows map in
-// `bpftool map show` on Linux 6.18: 13,108,480 bytes for 65536 entries,
-// with the 44-byte key that holds the destination address).
+// Each entry costs 280 bytes of kernel memory, preallocated at load: 18 MB
+// for 65536 entries, 4.7 GB at this limit. 200 are the table's (the
+// memlock of the flows map in `bpftool map show` on Linux 6.18:
+// 13,108,480 bytes for 65536 entries, with the 44-byte key that holds the
+// destination address), 80 the array ReadFlows walks the table into
+// (dump_out: 5,246,976 bytes for 65536).
 const MaxConnectionsLimit = 1 << 24
 
 // Options are the load-time settings of the XDP program.
