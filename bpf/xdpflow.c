@@ -51,6 +51,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * one of each. */
 #define MAX_MARK_ATTEMPTS 64
 #define MAX_RELEASE_READS 4096
+/* Epochs an append to a changed list follows before it gives up and sets
+ * changed_overflow (see "Changed entries"): one epoch lasts a snapshot,
+ * so one more than the epoch read is all it ever meets. */
+#define MAX_APPEND_ATTEMPTS 4
 
 /* Load-time settings, set by the loader through spec.Variables. */
 /* Destination port set as a 65536-bit bitmap; ignored when all_ports. */
@@ -88,6 +92,21 @@ volatile const __u8 cidr_daddr = 0;
 volatile const __u8 cidr_other = 0;
 /* Store each key's hash at insert, for xdpflow_changed. */
 volatile const __u8 hash_keys = 0;
+/* List the entries packets change, for xdpflow_dirty (see "Changed
+ * entries"); changed_capacity is the size of each list. */
+volatile const __u8 track_changes = 0;
+volatile const __u32 changed_capacity = 1;
+
+/* The current epoch, started by xdpflow_dirty; the loader sets it to the
+ * boot time of the load, so that it exceeds every epoch an earlier
+ * process left in a pinned table. Alone in .data: every packet reads it,
+ * and no packet writes it. */
+__u64 epoch = 1;
+/* Per changed list (the parity of the epoch it belongs to): packets
+ * appending now, and keys appended. Set: a change is missing from a list. */
+__u32 changed_writers[2] __attribute__((aligned(64)));
+__u32 changed_count[2];
+__u32 changed_overflow;
 
 /* Connections inserted since load; the every-N trigger is derived from the
  * value returned by the atomic add, never from a re-read. */
@@ -119,6 +138,22 @@ struct {
 	__uint(max_entries, 1); /* set by the loader */
 } changed_out SEC(".maps");
 
+/* The changed lists of the two epochs, alternating: keys appended by
+ * packets, read by xdpflow_dirty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_key);
+	__uint(max_entries, 1); /* set by the loader */
+} changed_keys_0 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_key);
+	__uint(max_entries, 1); /* set by the loader */
+} changed_keys_1 SEC(".maps");
+
 /* Named CIDRs, filled by the loader before the program is attached. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -149,6 +184,7 @@ const struct evict_msg *unused_evict_msg __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
 const struct changed_msg *unused_changed_msg __attribute__((unused));
 const struct cidr_value *unused_cidr_value __attribute__((unused));
+const struct dirty_msg *unused_dirty_msg __attribute__((unused));
 
 static __always_inline void stat_add(__u32 index, __u64 delta)
 {
@@ -486,17 +522,124 @@ static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
 	v->counters.last_seen_ns = now;
 }
 
+/* Changed entries
+ *
+ * With export_changed_only (track_changes), a snapshot reads the counters
+ * of the entries packets changed since the last one, not the table: the
+ * receiver keeps what it read last of every entry, so an entry no packet
+ * changed is what it read last, exactly. The entries changed are listed
+ * at packet time, once per epoch each; xdpflow_dirty, run by each
+ * snapshot, starts a new epoch and copies out the counters of the entries
+ * listed in the epoch it ended. A change is never missed:
+ *
+ * - A packet, holding its pin or the lock (so that the entry holds its
+ *   key and is not evicted), adds to the counters and then reads the
+ *   entry's epoch with a fetch form (fully ordered: the adds before it,
+ *   the read of the current epoch after it). If the two differ, it
+ *   compare-and-swaps the entry's epoch to the current one and, if that
+ *   succeeds, appends the key to the current epoch's list once it has
+ *   released the pin or lock (mark_changed, append_changed). An inserted
+ *   entry does the same before publish(), while nobody else adds to it.
+ * - An append (1) adds 1 to its list's writers, (2) reads the epoch again
+ *   and, if it is still the one it marked, (3) appends and (4) takes the
+ *   1 away, each step an atomic of the fetch form, so fully ordered. If
+ *   the epoch has moved on, it takes the 1 away and appends to the new
+ *   epoch's list instead.
+ * - xdpflow_dirty (1) exchanges the epoch for the next, (2) waits until
+ *   the ended epoch's list has no writers, (3) copies out the counters of
+ *   the keys listed: an append is either seen as a writer at (2), and
+ *   waited for, or it reads the new epoch at its step 2 and goes to the
+ *   next list; reads of (3) come after (1).
+ * - So every packet's adds are read: a packet that read epoch g made, or
+ *   found made (by the CAS of another packet of the same key, its append
+ *   pending or done), an append to the list of g or of a later epoch h;
+ *   its adds came before its read of g, so before the exchange that ends
+ *   h, and the copy of that list, after the exchange, reads them. A packet
+ *   that finds the entry marked for g adds nothing to the list; a packet
+ *   whose mark an epoch overtook appends twice at worst (duplicates are
+ *   harmless: the receiver reads counters, not deltas).
+ * - What a list cannot take (full, or an append that met more than
+ *   MAX_APPEND_ATTEMPTS epochs) sets changed_overflow, which xdpflow_dirty
+ *   reads and clears after its wait; so does a wait that times out (a
+ *   writer interrupted, MAX_RELEASE_READS reads). The receiver then reads
+ *   the whole table, after the exchange, which holds every add before it.
+ * - Epochs only grow (the boot time of the switch, or one more), and a
+ *   load starts from its boot time, so no entry of a pinned table taken
+ *   over holds an epoch yet to come; an inserted value holds 0, never an
+ *   epoch. Each list belongs to the epochs of one parity.
+ *
+ * Eviction is unchanged ("Lossless eviction"): the final counters come
+ * from xdpflow_evict; a listed key that was evicted is skipped, or, if
+ * inserted again since, copied as the new entry it is. */
+
+/* mark_changed marks v changed in the current epoch after a packet's
+ * adds, and returns that epoch when the key is to be appended to its
+ * list (0: listed already). The caller holds a pin or v's lock. */
+static __always_inline __u64 mark_changed(struct flow_value *v)
+{
+	__u64 seen = __sync_fetch_and_or(&v->epoch, 0); /* orders the adds before the read below */
+	__u64 now = *(volatile __u64 *)&epoch;
+	if (seen == now || __sync_val_compare_and_swap(&v->epoch, seen, now) != seen)
+		return 0; /* listed, or being listed by the packet that changed the mark */
+	return now;
+}
+
+static __always_inline void set_changed_overflow(void)
+{
+	__u32 old = __sync_fetch_and_or(&changed_overflow, 1);
+	barrier_var(old);
+}
+
+static __always_inline void writers_add(__u32 list, __u32 delta)
+{
+	__u32 old = __sync_fetch_and_add(&changed_writers[list & 1], delta);
+	barrier_var(old);
+}
+
+/* append_changed appends key, marked changed in epoch e, to the list of
+ * the current epoch (see "Changed entries"). */
+static __always_inline void append_changed(const struct flow_key *key, __u64 e)
+{
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < MAX_APPEND_ATTEMPTS; i++) {
+		__u32 list = e & 1;
+		writers_add(list, 1);
+		__u64 now = *(volatile __u64 *)&epoch;
+		if (now == e) {
+			__u32 index = __sync_fetch_and_add(&changed_count[list], 1);
+			struct flow_key *slot = NULL;
+			if (index < changed_capacity)
+				slot = list ? bpf_map_lookup_elem(&changed_keys_1, &index)
+					    : bpf_map_lookup_elem(&changed_keys_0, &index);
+			if (slot)
+				*slot = *key;
+			else
+				set_changed_overflow();
+			writers_add(list, -1);
+			return;
+		}
+		writers_add(list, -1);
+		e = now;
+	}
+	set_changed_overflow();
+}
+
 /* add_locked is add() under v's lock, for a packet that lost the race for
  * a pin (see "Lossless eviction"). */
 static __always_inline int add_locked(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
 {
 	int added = 0;
+	__u64 changed = 0;
 	bpf_spin_lock(&v->lock);
 	if (!(state_read(v) & STATE_NOT_LIVE) && same_key(&v->key, key)) {
 		count_in(v, len, now);
+		if (track_changes)
+			changed = mark_changed(v);
 		added = 1;
 	}
 	bpf_spin_unlock(&v->lock);
+	if (track_changes && changed)
+		append_changed(key, changed);
 	return added;
 }
 
@@ -514,9 +657,15 @@ static __always_inline int add(struct flow_value *v, const struct flow_key *key,
 			return add_locked(v, key, len, now);
 	}
 	int added = same_key(&v->key, key);
-	if (added)
+	__u64 changed = 0;
+	if (added) {
 		count_in(v, len, now);
+		if (track_changes)
+			changed = mark_changed(v);
+	}
 	state_add(v, -1); /* release the pin, after the adds */
+	if (track_changes && changed)
+		append_changed(key, changed);
 	return added;
 }
 
@@ -553,13 +702,20 @@ static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 }
 
-/* publish makes key's entry, which this packet inserted, live. An entry
- * that is not live is never evicted, so the lookup finds that entry. */
+/* publish makes key's entry, which this packet inserted, live, marked
+ * changed first (see "Changed entries"). An entry that is not live is
+ * never evicted, so the lookup finds that entry. */
 static __always_inline void publish(const struct flow_key *key)
 {
 	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
-	if (v)
-		state_clear(v, STATE_NEW);
+	if (!v)
+		return;
+	__u64 changed = 0;
+	if (track_changes)
+		changed = mark_changed(v);
+	state_clear(v, STATE_NEW);
+	if (track_changes && changed)
+		append_changed(key, changed);
 }
 
 static __always_inline int table_full(__u64 generation)
@@ -829,6 +985,84 @@ int xdpflow_changed(struct xdp_md *ctx)
 	struct changed_msg m = *msg;
 	m.seen = m.selected = m.copied = 0;
 	bpf_for_each_map_elem(&flows, select_changed, &m, 0);
+	*msg = m;
+	return XDP_PASS;
+}
+
+/* copy_listed copies the entry of one listed key to changed_out. */
+static long copy_listed(void *map, const __u32 *index, const struct flow_key *key, struct dirty_msg *msg)
+{
+	if (*index >= msg->listed)
+		return 1;
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+	if (!v)
+		return 0; /* evicted: its final counters came from xdpflow_evict */
+	__u32 out = msg->copied;
+	struct changed_entry *e = bpf_map_lookup_elem(&changed_out, &out);
+	if (!e)
+		return 1;
+	e->key = *key;
+	e->counters = v->counters;
+	msg->copied++;
+	return 0;
+}
+
+/* writers_gone reports whether list has no writers, waiting for up to
+ * MAX_RELEASE_READS reads; once it has, what they appended is read after. */
+static __always_inline int writers_gone(__u32 list)
+{
+	__u32 *w = &changed_writers[list & 1];
+	for (int i = 0; i < MAX_RELEASE_READS; i++) {
+		if (!*(volatile __u32 *)w)
+			break;
+	}
+	return __sync_fetch_and_or(w, 0) == 0;
+}
+
+/* xdpflow_dirty starts a new epoch and copies the entries listed as
+ * changed in the epoch it ends to changed_out (see "Changed entries"), or
+ * reports that the list misses some (overflow): then the loader reads the
+ * whole table. The loader runs it with BPF_PROG_TEST_RUN on a struct
+ * dirty_msg, one run at a time; it is never attached to an interface.
+ * Counters are read without the entry's lock, as a batch lookup of the
+ * table reads them. */
+SEC("xdp")
+int xdpflow_dirty(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct dirty_msg *msg = data;
+	if ((void *)(msg + 1) > data_end)
+		return XDP_ABORTED;
+
+	__u64 ended = epoch;
+	__u64 next = bpf_ktime_get_ns();
+	if (next <= ended)
+		next = ended + 1;
+	if (!((next ^ ended) & 1))
+		next++; /* the other list */
+	__u64 old = __sync_lock_test_and_set(&epoch, next);
+	barrier_var(old);
+
+	struct dirty_msg m = { .epoch = next };
+	__u32 list = ended & 1;
+	if (!writers_gone(list)) {
+		m.overflow = 1; /* the list is left as it is: cleared when its writers are gone */
+		*msg = m;
+		return XDP_PASS;
+	}
+	m.overflow = __sync_fetch_and_and(&changed_overflow, 0) != 0;
+	m.listed = __sync_fetch_and_and(&changed_count[list], 0);
+	if (m.listed > changed_capacity) {
+		m.overflow = 1;
+		m.listed = changed_capacity;
+	}
+	if (!m.overflow) {
+		if (list)
+			bpf_for_each_map_elem(&changed_keys_1, copy_listed, &m, 0);
+		else
+			bpf_for_each_map_elem(&changed_keys_0, copy_listed, &m, 0);
+	}
 	*msg = m;
 	return XDP_PASS;
 }

@@ -89,6 +89,13 @@ struct flow_value {
 	 * (export_changed_only): xdpflow_changed picks the refresh share
 	 * by it without hashing every key of the table. */
 	__u32 hash;
+	/* The epoch in which a packet last marked the entry changed, when
+	 * the loader asks for change tracking (export_changed_only): an
+	 * entry whose epoch is not the current one is appended to the
+	 * current epoch's changed list by its next packet ("Changed
+	 * entries" in bpf/xdpflow.c). 0 in an inserted value: never an
+	 * epoch. */
+	__u64 epoch;
 	struct flow_counters counters;
 };
 
@@ -126,6 +133,23 @@ struct changed_entry {
 	struct flow_key key;
 	__u32 pad;
 	struct flow_counters counters;
+};
+
+/* dirty_msg is the data of one BPF_PROG_TEST_RUN of xdpflow_dirty, all
+ * of it filled by the program: it starts a new epoch and copies the
+ * entries of the one it ends to changed_out. */
+struct dirty_msg {
+	/* The epoch started. */
+	__u64 epoch;
+	/* 1: some change of the epoch ended is not in its list (a list was
+	 * full, or a packet was still appending): read the whole table. */
+	__u32 overflow;
+	/* Keys in the list of the epoch ended, duplicates included. */
+	__u32 listed;
+	/* Entries copied to changed_out, from index 0: the listed keys
+	 * still in the table. */
+	__u32 copied;
+	__u32 pad;
 };
 
 /* trigger_event is sent on the ring buffer every N new connections. */

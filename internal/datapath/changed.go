@@ -30,21 +30,8 @@ func (d *Datapath) ReadChanged(dst *FlowTable, sel ChangedSelection) (entries in
 	if msg.Selected > msg.Copied {
 		return int(msg.Seen), false, nil
 	}
-	dst.Reset()
-	if msg.Copied == 0 {
-		return int(msg.Seen), true, nil
-	}
-	indexes := make([]uint32, msg.Copied)
-	out := make([]xdpflowChangedEntry, msg.Copied)
-	var cursor ebpf.MapBatchCursor
-	n, err := d.objs.ChangedOut.BatchLookup(&cursor, indexes, out, nil)
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return 0, false, fmt.Errorf("read changed flows: %w", err)
-	}
-	for i := range n {
-		e := &out[i]
-		c := &e.Counters
-		dst.Append(flowKeyOf(&e.Key), FlowValue{Packets: c.Packets, Bytes: c.Bytes, FirstSeenNs: c.FirstSeenNs, LastSeenNs: c.LastSeenNs})
+	if err := d.readChangedOut(dst, msg.Copied); err != nil {
+		return 0, false, err
 	}
 	return int(msg.Seen), true, nil
 }

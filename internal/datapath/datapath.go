@@ -39,8 +39,9 @@ type Datapath struct {
 	follow *follower      // set by Follow
 	state  *state         // nil without Options.StateDir
 	// changedCapacity is the size of changed_out; 0 without
-	// Options.ReadChanged.
+	// Options.ReadChanged and Options.TrackChanges.
 	changedCapacity uint32
+	tracking        bool // Options.TrackChanges
 	closed          bool
 
 	// dump reads the whole table for ReadFlows; nil where it could not
@@ -95,6 +96,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, privilegeError("load xdpflow program", err)
 	}
 	d.changedCapacity = changedCapacity(opts)
+	d.tracking = opts.TrackChanges
 	if err := errors.Join(fillCIDRs(d.objs.Cidrs, opts.CIDRs), d.state.commit()); err != nil {
 		d.objs.Close()
 		return nil, err
@@ -116,6 +118,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
 	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
 	spec.Maps[xdpflowMapChangedOut].MaxEntries = max(1, changedCapacity(opts))
+	spec.Maps[xdpflowMapChangedKeys0].MaxEntries = max(1, changedCapacity(opts))
+	spec.Maps[xdpflowMapChangedKeys1].MaxEntries = max(1, changedCapacity(opts))
 	for _, c := range loadConstants(opts) {
 		if err := spec.Variables[c.name].Set(c.value); err != nil {
 			return fmt.Errorf("set %s: %w", c.name, err)
@@ -170,12 +174,18 @@ func loadConstants(opts Options) []loadConstant {
 		{xdpflowVarCidrDaddr, boolByte(dst.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrOther, boolByte(opts.OtherOutsideCIDRs)},
 		{xdpflowVarHashKeys, boolByte(opts.ReadChanged)},
+		{xdpflowVarTrackChanges, boolByte(opts.TrackChanges)},
+		{xdpflowVarChangedCapacity, max(1, changedCapacity(opts))},
+		// Now, above every epoch an earlier process left in a pinned table
+		// ("Changed entries" in bpf/xdpflow.c).
+		{xdpflowVarEpoch, monotonicNs()},
 	}
 }
 
-// changedCapacity is the size of the buffer ReadChanged reads from.
+// changedCapacity is the size of the buffer ReadChanged and ReadDirty
+// read from, and of each changed list.
 func changedCapacity(opts Options) uint32 {
-	if !opts.ReadChanged {
+	if !opts.ReadChanged && !opts.TrackChanges {
 		return 0
 	}
 	return min(opts.MaxConnections, MaxChangedRead)

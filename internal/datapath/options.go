@@ -77,12 +77,13 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs 280 bytes of kernel memory, preallocated at load: 18 MB
-// for 65536 entries, 4.7 GB at this limit. 200 are the table's (the
-// memlock of the flows map in `bpftool map show` on Linux 6.18:
-// 13,108,480 bytes for 65536 entries, with the 44-byte key that holds the
-// destination address), 80 the array ReadFlows walks the table into
-// (dump_out: 5,246,976 bytes for 65536).
+// Each entry costs 288 bytes of kernel memory, preallocated at load: 18.9
+// MB for 65536 entries, 4.8 GB at this limit. 208 are the table's (the
+// memlock of the flows map in /proc/self/fdinfo on Linux 6.18: 13,632,784
+// bytes for 65536 entries, with the 44-byte key that holds the destination
+// address and the value's epoch of change tracking), 80 the array
+// ReadFlows walks the table into (dump_out: 5,246,976 bytes for 65536).
+// TrackChanges adds 176 bytes an entry up to MaxChangedRead.
 const MaxConnectionsLimit = 1 << 24
 
 // Options are the load-time settings of the XDP program.
@@ -118,6 +119,12 @@ type Options struct {
 	// ReadChanged makes ReadChanged available, with a kernel buffer of
 	// min(MaxConnections, MaxChangedRead) entries of 80 bytes.
 	ReadChanged bool
+	// TrackChanges makes ReadDirty available: packets list the entries
+	// they change, once per epoch each, in two kernel lists of
+	// min(MaxConnections, MaxChangedRead) keys of 44 bytes, beside a
+	// buffer of as many entries of 80 bytes. It costs the hit path an
+	// atomic read of the entry and a read of the epoch.
+	TrackChanges bool
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and

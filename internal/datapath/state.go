@@ -22,8 +22,9 @@ import (
 // mean something else must change it, so that it starts a new table.
 // State 2: flow_value.dead is a state word of pins and flags, and packets
 // add without the entry's lock; a program of state 1 evicting from the
-// same table would miss what a packet adds under a pin.
-const stateLayout = "xdpflow state 2"
+// same table would miss what a packet adds under a pin. State 3:
+// flow_value holds the epoch an entry was last listed changed in.
+const stateLayout = "xdpflow state 3"
 
 // Names in a state directory.
 const (

@@ -45,6 +45,15 @@ type xdpflowCidrValue struct {
 	Pad    [3]uint8
 }
 
+type xdpflowDirtyMsg struct {
+	_        structs.HostLayout
+	Epoch    uint64
+	Overflow uint32
+	Listed   uint32
+	Copied   uint32
+	Pad      uint32
+}
+
 type xdpflowEvictMsg struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
@@ -82,6 +91,7 @@ type xdpflowFlowValue struct {
 	Dead     uint32
 	Key      xdpflowFlowKey
 	Hash     uint32
+	Epoch    uint64
 	Counters xdpflowFlowCounters
 }
 
@@ -105,6 +115,8 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpflowMapChangedKeys0       = "changed_keys_0"
+	xdpflowMapChangedKeys1       = "changed_keys_1"
 	xdpflowMapChangedOut         = "changed_out"
 	xdpflowMapCidrs              = "cidrs"
 	xdpflowMapEvents             = "events"
@@ -112,8 +124,13 @@ const (
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowProgXdpflowChanged    = "xdpflow_changed"
+	xdpflowProgXdpflowDirty      = "xdpflow_dirty"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
+	xdpflowVarChangedCapacity    = "changed_capacity"
+	xdpflowVarChangedCount       = "changed_count"
+	xdpflowVarChangedOverflow    = "changed_overflow"
+	xdpflowVarChangedWriters     = "changed_writers"
 	xdpflowVarCidrDaddr          = "cidr_daddr"
 	xdpflowVarCidrOther          = "cidr_other"
 	xdpflowVarCidrSaddr          = "cidr_saddr"
@@ -123,6 +140,7 @@ const (
 	xdpflowVarDaddrMask6         = "daddr_mask6"
 	xdpflowVarDaddrPrefix4       = "daddr_prefix4"
 	xdpflowVarDaddrPrefix6       = "daddr_prefix6"
+	xdpflowVarEpoch              = "epoch"
 	xdpflowVarEvictions          = "evictions"
 	xdpflowVarFullMark           = "full_mark"
 	xdpflowVarHashKeys           = "hash_keys"
@@ -139,9 +157,11 @@ const (
 	xdpflowVarSaddrMask6         = "saddr_mask6"
 	xdpflowVarSaddrPrefix4       = "saddr_prefix4"
 	xdpflowVarSaddrPrefix6       = "saddr_prefix6"
+	xdpflowVarTrackChanges       = "track_changes"
 	xdpflowVarUnusedChangedMsg   = "unused_changed_msg"
 	xdpflowVarUnusedCidrKey      = "unused_cidr_key"
 	xdpflowVarUnusedCidrValue    = "unused_cidr_value"
+	xdpflowVarUnusedDirtyMsg     = "unused_dirty_msg"
 	xdpflowVarUnusedEvictMsg     = "unused_evict_msg"
 	xdpflowVarUnusedStat         = "unused_stat"
 	xdpflowVarUnusedTriggerEvent = "unused_trigger_event"
@@ -191,6 +211,7 @@ type xdpflowSpecs struct {
 type xdpflowProgramSpecs struct {
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -198,11 +219,13 @@ type xdpflowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowMapSpecs struct {
-	ChangedOut *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // xdpflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -210,6 +233,10 @@ type xdpflowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
+	ChangedCapacity    *ebpf.VariableSpec `ebpf:"changed_capacity"`
+	ChangedCount       *ebpf.VariableSpec `ebpf:"changed_count"`
+	ChangedOverflow    *ebpf.VariableSpec `ebpf:"changed_overflow"`
+	ChangedWriters     *ebpf.VariableSpec `ebpf:"changed_writers"`
 	CidrDaddr          *ebpf.VariableSpec `ebpf:"cidr_daddr"`
 	CidrOther          *ebpf.VariableSpec `ebpf:"cidr_other"`
 	CidrSaddr          *ebpf.VariableSpec `ebpf:"cidr_saddr"`
@@ -219,6 +246,7 @@ type xdpflowVariableSpecs struct {
 	DaddrMask6         *ebpf.VariableSpec `ebpf:"daddr_mask6"`
 	DaddrPrefix4       *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
 	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
+	Epoch              *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
 	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
@@ -235,9 +263,11 @@ type xdpflowVariableSpecs struct {
 	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	TrackChanges       *ebpf.VariableSpec `ebpf:"track_changes"`
 	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg     *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -263,15 +293,19 @@ func (o *xdpflowObjects) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowMaps struct {
-	ChangedOut *ebpf.Map `ebpf:"changed_out"`
-	Cidrs      *ebpf.Map `ebpf:"cidrs"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
+	Cidrs        *ebpf.Map `ebpf:"cidrs"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
+		m.ChangedKeys0,
+		m.ChangedKeys1,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
@@ -285,6 +319,10 @@ func (m *xdpflowMaps) Close() error {
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
+	ChangedCapacity    *ebpf.Variable `ebpf:"changed_capacity"`
+	ChangedCount       *ebpf.Variable `ebpf:"changed_count"`
+	ChangedOverflow    *ebpf.Variable `ebpf:"changed_overflow"`
+	ChangedWriters     *ebpf.Variable `ebpf:"changed_writers"`
 	CidrDaddr          *ebpf.Variable `ebpf:"cidr_daddr"`
 	CidrOther          *ebpf.Variable `ebpf:"cidr_other"`
 	CidrSaddr          *ebpf.Variable `ebpf:"cidr_saddr"`
@@ -294,6 +332,7 @@ type xdpflowVariables struct {
 	DaddrMask6         *ebpf.Variable `ebpf:"daddr_mask6"`
 	DaddrPrefix4       *ebpf.Variable `ebpf:"daddr_prefix4"`
 	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
+	Epoch              *ebpf.Variable `ebpf:"epoch"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
 	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
@@ -310,9 +349,11 @@ type xdpflowVariables struct {
 	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	TrackChanges       *ebpf.Variable `ebpf:"track_changes"`
 	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg     *ebpf.Variable `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.Variable `ebpf:"unused_trigger_event"`
@@ -324,6 +365,7 @@ type xdpflowVariables struct {
 type xdpflowPrograms struct {
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -331,6 +373,7 @@ func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowDirty,
 		p.XdpflowEvict,
 	)
 }

@@ -56,6 +56,7 @@ type xdpflowDumpFlowValue struct {
 	Dead     uint32
 	Key      xdpflowDumpFlowKey
 	Hash     uint32
+	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64

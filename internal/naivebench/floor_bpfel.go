@@ -74,6 +74,7 @@ type floorFlowValue struct {
 	Dead     uint32
 	Key      floorFlowKey
 	Hash     uint32
+	Epoch    uint64
 	Counters floorFlowCounters
 }
 
@@ -99,6 +100,8 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	floorMapChangedKeys0          = "changed_keys_0"
+	floorMapChangedKeys1          = "changed_keys_1"
 	floorMapChangedOut            = "changed_out"
 	floorMapCidrs                 = "cidrs"
 	floorMapEvents                = "events"
@@ -116,8 +119,13 @@ const (
 	floorProgFloorSmallLookup     = "floor_small_lookup"
 	floorProgXdpflow              = "xdpflow"
 	floorProgXdpflowChanged       = "xdpflow_changed"
+	floorProgXdpflowDirty         = "xdpflow_dirty"
 	floorProgXdpflowEvict         = "xdpflow_evict"
 	floorVarAllPorts              = "all_ports"
+	floorVarChangedCapacity       = "changed_capacity"
+	floorVarChangedCount          = "changed_count"
+	floorVarChangedOverflow       = "changed_overflow"
+	floorVarChangedWriters        = "changed_writers"
 	floorVarCidrDaddr             = "cidr_daddr"
 	floorVarCidrOther             = "cidr_other"
 	floorVarCidrSaddr             = "cidr_saddr"
@@ -128,6 +136,7 @@ const (
 	floorVarDaddrMask6            = "daddr_mask6"
 	floorVarDaddrPrefix4          = "daddr_prefix4"
 	floorVarDaddrPrefix6          = "daddr_prefix6"
+	floorVarEpoch                 = "epoch"
 	floorVarEvictions             = "evictions"
 	floorVarFullMark              = "full_mark"
 	floorVarHashKeys              = "hash_keys"
@@ -144,9 +153,11 @@ const (
 	floorVarSaddrMask6            = "saddr_mask6"
 	floorVarSaddrPrefix4          = "saddr_prefix4"
 	floorVarSaddrPrefix6          = "saddr_prefix6"
+	floorVarTrackChanges          = "track_changes"
 	floorVarUnusedChangedMsg      = "unused_changed_msg"
 	floorVarUnusedCidrKey         = "unused_cidr_key"
 	floorVarUnusedCidrValue       = "unused_cidr_value"
+	floorVarUnusedDirtyMsg        = "unused_dirty_msg"
 	floorVarUnusedEvictMsg        = "unused_evict_msg"
 	floorVarUnusedStat            = "unused_stat"
 	floorVarUnusedTriggerEvent    = "unused_trigger_event"
@@ -204,6 +215,7 @@ type floorProgramSpecs struct {
 	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowDirty         *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
 	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -211,13 +223,15 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
-	ChangedOut *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs      *ebpf.MapSpec `ebpf:"cidrs"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	Flows28    *ebpf.MapSpec `ebpf:"flows28"`
-	SmallFlows *ebpf.MapSpec `ebpf:"small_flows"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Flows28      *ebpf.MapSpec `ebpf:"flows28"`
+	SmallFlows   *ebpf.MapSpec `ebpf:"small_flows"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -225,6 +239,10 @@ type floorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorVariableSpecs struct {
 	AllPorts           *ebpf.VariableSpec `ebpf:"all_ports"`
+	ChangedCapacity    *ebpf.VariableSpec `ebpf:"changed_capacity"`
+	ChangedCount       *ebpf.VariableSpec `ebpf:"changed_count"`
+	ChangedOverflow    *ebpf.VariableSpec `ebpf:"changed_overflow"`
+	ChangedWriters     *ebpf.VariableSpec `ebpf:"changed_writers"`
 	CidrDaddr          *ebpf.VariableSpec `ebpf:"cidr_daddr"`
 	CidrOther          *ebpf.VariableSpec `ebpf:"cidr_other"`
 	CidrSaddr          *ebpf.VariableSpec `ebpf:"cidr_saddr"`
@@ -235,6 +253,7 @@ type floorVariableSpecs struct {
 	DaddrMask6         *ebpf.VariableSpec `ebpf:"daddr_mask6"`
 	DaddrPrefix4       *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
 	DaddrPrefix6       *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
+	Epoch              *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
 	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
@@ -251,9 +270,11 @@ type floorVariableSpecs struct {
 	SaddrMask6         *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	TrackChanges       *ebpf.VariableSpec `ebpf:"track_changes"`
 	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg     *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg     *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -279,17 +300,21 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
-	ChangedOut *ebpf.Map `ebpf:"changed_out"`
-	Cidrs      *ebpf.Map `ebpf:"cidrs"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	Flows28    *ebpf.Map `ebpf:"flows28"`
-	SmallFlows *ebpf.Map `ebpf:"small_flows"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
+	Cidrs        *ebpf.Map `ebpf:"cidrs"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	Flows28      *ebpf.Map `ebpf:"flows28"`
+	SmallFlows   *ebpf.Map `ebpf:"small_flows"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
+		m.ChangedKeys0,
+		m.ChangedKeys1,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
@@ -305,6 +330,10 @@ func (m *floorMaps) Close() error {
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorVariables struct {
 	AllPorts           *ebpf.Variable `ebpf:"all_ports"`
+	ChangedCapacity    *ebpf.Variable `ebpf:"changed_capacity"`
+	ChangedCount       *ebpf.Variable `ebpf:"changed_count"`
+	ChangedOverflow    *ebpf.Variable `ebpf:"changed_overflow"`
+	ChangedWriters     *ebpf.Variable `ebpf:"changed_writers"`
 	CidrDaddr          *ebpf.Variable `ebpf:"cidr_daddr"`
 	CidrOther          *ebpf.Variable `ebpf:"cidr_other"`
 	CidrSaddr          *ebpf.Variable `ebpf:"cidr_saddr"`
@@ -315,6 +344,7 @@ type floorVariables struct {
 	DaddrMask6         *ebpf.Variable `ebpf:"daddr_mask6"`
 	DaddrPrefix4       *ebpf.Variable `ebpf:"daddr_prefix4"`
 	DaddrPrefix6       *ebpf.Variable `ebpf:"daddr_prefix6"`
+	Epoch              *ebpf.Variable `ebpf:"epoch"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
 	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
@@ -331,9 +361,11 @@ type floorVariables struct {
 	SaddrMask6         *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
+	TrackChanges       *ebpf.Variable `ebpf:"track_changes"`
 	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg     *ebpf.Variable `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg     *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat         *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent *ebpf.Variable `ebpf:"unused_trigger_event"`
@@ -353,6 +385,7 @@ type floorPrograms struct {
 	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowDirty         *ebpf.Program `ebpf:"xdpflow_dirty"`
 	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -368,6 +401,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorSmallLookup,
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowDirty,
 		p.XdpflowEvict,
 	)
 }

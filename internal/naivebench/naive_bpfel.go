@@ -61,6 +61,7 @@ type naiveFlowValue struct {
 	Dead     uint32
 	Key      naiveFlowKey
 	Hash     uint32
+	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -80,6 +81,8 @@ type naiveNaiveValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	naiveMapChangedKeys0        = "changed_keys_0"
+	naiveMapChangedKeys1        = "changed_keys_1"
 	naiveMapChangedOut          = "changed_out"
 	naiveMapCidrs               = "cidrs"
 	naiveMapEvents              = "events"
@@ -90,8 +93,13 @@ const (
 	naiveProgNaive              = "naive"
 	naiveProgXdpflow            = "xdpflow"
 	naiveProgXdpflowChanged     = "xdpflow_changed"
+	naiveProgXdpflowDirty       = "xdpflow_dirty"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
 	naiveVarAllPorts            = "all_ports"
+	naiveVarChangedCapacity     = "changed_capacity"
+	naiveVarChangedCount        = "changed_count"
+	naiveVarChangedOverflow     = "changed_overflow"
+	naiveVarChangedWriters      = "changed_writers"
 	naiveVarCidrDaddr           = "cidr_daddr"
 	naiveVarCidrOther           = "cidr_other"
 	naiveVarCidrSaddr           = "cidr_saddr"
@@ -101,6 +109,7 @@ const (
 	naiveVarDaddrMask6          = "daddr_mask6"
 	naiveVarDaddrPrefix4        = "daddr_prefix4"
 	naiveVarDaddrPrefix6        = "daddr_prefix6"
+	naiveVarEpoch               = "epoch"
 	naiveVarEvictions           = "evictions"
 	naiveVarFullMark            = "full_mark"
 	naiveVarHashKeys            = "hash_keys"
@@ -118,9 +127,11 @@ const (
 	naiveVarSaddrMask6          = "saddr_mask6"
 	naiveVarSaddrPrefix4        = "saddr_prefix4"
 	naiveVarSaddrPrefix6        = "saddr_prefix6"
+	naiveVarTrackChanges        = "track_changes"
 	naiveVarUnusedChangedMsg    = "unused_changed_msg"
 	naiveVarUnusedCidrKey       = "unused_cidr_key"
 	naiveVarUnusedCidrValue     = "unused_cidr_value"
+	naiveVarUnusedDirtyMsg      = "unused_dirty_msg"
 	naiveVarUnusedEvictMsg      = "unused_evict_msg"
 	naiveVarUnusedStat          = "unused_stat"
 	naiveVarUnusedTriggerEvent  = "unused_trigger_event"
@@ -171,6 +182,7 @@ type naiveProgramSpecs struct {
 	Naive          *ebpf.ProgramSpec `ebpf:"naive"`
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -178,13 +190,15 @@ type naiveProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveMapSpecs struct {
-	ChangedOut  *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	NaiveEvents *ebpf.MapSpec `ebpf:"naive_events"`
-	NaiveFlows  *ebpf.MapSpec `ebpf:"naive_flows"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	NaiveEvents  *ebpf.MapSpec `ebpf:"naive_events"`
+	NaiveFlows   *ebpf.MapSpec `ebpf:"naive_flows"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // naiveVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,6 +206,10 @@ type naiveMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveVariableSpecs struct {
 	AllPorts            *ebpf.VariableSpec `ebpf:"all_ports"`
+	ChangedCapacity     *ebpf.VariableSpec `ebpf:"changed_capacity"`
+	ChangedCount        *ebpf.VariableSpec `ebpf:"changed_count"`
+	ChangedOverflow     *ebpf.VariableSpec `ebpf:"changed_overflow"`
+	ChangedWriters      *ebpf.VariableSpec `ebpf:"changed_writers"`
 	CidrDaddr           *ebpf.VariableSpec `ebpf:"cidr_daddr"`
 	CidrOther           *ebpf.VariableSpec `ebpf:"cidr_other"`
 	CidrSaddr           *ebpf.VariableSpec `ebpf:"cidr_saddr"`
@@ -201,6 +219,7 @@ type naiveVariableSpecs struct {
 	DaddrMask6          *ebpf.VariableSpec `ebpf:"daddr_mask6"`
 	DaddrPrefix4        *ebpf.VariableSpec `ebpf:"daddr_prefix4"`
 	DaddrPrefix6        *ebpf.VariableSpec `ebpf:"daddr_prefix6"`
+	Epoch               *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions           *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark            *ebpf.VariableSpec `ebpf:"full_mark"`
 	HashKeys            *ebpf.VariableSpec `ebpf:"hash_keys"`
@@ -218,9 +237,11 @@ type naiveVariableSpecs struct {
 	SaddrMask6          *ebpf.VariableSpec `ebpf:"saddr_mask6"`
 	SaddrPrefix4        *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
+	TrackChanges        *ebpf.VariableSpec `ebpf:"track_changes"`
 	UnusedChangedMsg    *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg      *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg      *ebpf.VariableSpec `ebpf:"unused_evict_msg"`
 	UnusedStat          *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTriggerEvent  *ebpf.VariableSpec `ebpf:"unused_trigger_event"`
@@ -246,17 +267,21 @@ func (o *naiveObjects) Close() error {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveMaps struct {
-	ChangedOut  *ebpf.Map `ebpf:"changed_out"`
-	Cidrs       *ebpf.Map `ebpf:"cidrs"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Flows       *ebpf.Map `ebpf:"flows"`
-	NaiveEvents *ebpf.Map `ebpf:"naive_events"`
-	NaiveFlows  *ebpf.Map `ebpf:"naive_flows"`
-	Stats       *ebpf.Map `ebpf:"stats"`
+	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
+	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
+	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
+	Cidrs        *ebpf.Map `ebpf:"cidrs"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	NaiveEvents  *ebpf.Map `ebpf:"naive_events"`
+	NaiveFlows   *ebpf.Map `ebpf:"naive_flows"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *naiveMaps) Close() error {
 	return _NaiveClose(
+		m.ChangedKeys0,
+		m.ChangedKeys1,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
@@ -272,6 +297,10 @@ func (m *naiveMaps) Close() error {
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveVariables struct {
 	AllPorts            *ebpf.Variable `ebpf:"all_ports"`
+	ChangedCapacity     *ebpf.Variable `ebpf:"changed_capacity"`
+	ChangedCount        *ebpf.Variable `ebpf:"changed_count"`
+	ChangedOverflow     *ebpf.Variable `ebpf:"changed_overflow"`
+	ChangedWriters      *ebpf.Variable `ebpf:"changed_writers"`
 	CidrDaddr           *ebpf.Variable `ebpf:"cidr_daddr"`
 	CidrOther           *ebpf.Variable `ebpf:"cidr_other"`
 	CidrSaddr           *ebpf.Variable `ebpf:"cidr_saddr"`
@@ -281,6 +310,7 @@ type naiveVariables struct {
 	DaddrMask6          *ebpf.Variable `ebpf:"daddr_mask6"`
 	DaddrPrefix4        *ebpf.Variable `ebpf:"daddr_prefix4"`
 	DaddrPrefix6        *ebpf.Variable `ebpf:"daddr_prefix6"`
+	Epoch               *ebpf.Variable `ebpf:"epoch"`
 	Evictions           *ebpf.Variable `ebpf:"evictions"`
 	FullMark            *ebpf.Variable `ebpf:"full_mark"`
 	HashKeys            *ebpf.Variable `ebpf:"hash_keys"`
@@ -298,9 +328,11 @@ type naiveVariables struct {
 	SaddrMask6          *ebpf.Variable `ebpf:"saddr_mask6"`
 	SaddrPrefix4        *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.Variable `ebpf:"saddr_prefix6"`
+	TrackChanges        *ebpf.Variable `ebpf:"track_changes"`
 	UnusedChangedMsg    *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.Variable `ebpf:"unused_cidr_value"`
+	UnusedDirtyMsg      *ebpf.Variable `ebpf:"unused_dirty_msg"`
 	UnusedEvictMsg      *ebpf.Variable `ebpf:"unused_evict_msg"`
 	UnusedStat          *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTriggerEvent  *ebpf.Variable `ebpf:"unused_trigger_event"`
@@ -313,6 +345,7 @@ type naivePrograms struct {
 	Naive          *ebpf.Program `ebpf:"naive"`
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -321,6 +354,7 @@ func (p *naivePrograms) Close() error {
 		p.Naive,
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowDirty,
 		p.XdpflowEvict,
 	)
 }
