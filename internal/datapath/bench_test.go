@@ -64,6 +64,14 @@ const (
 // every 5 new connections, 65536 connections.
 func benchOptions() Options { return DefaultOptions() }
 
+// trackedBenchOptions returns benchOptions with change tracking, as
+// export_changed_only loads the program.
+func trackedBenchOptions() Options {
+	o := benchOptions()
+	o.TrackChanges = true
+	return o
+}
+
 // blockSignals blocks every signal on the calling thread, which must be
 // locked to its goroutine, and returns the function restoring the mask.
 // The kernel aborts a repeated BPF_PROG_TEST_RUN with EINTR when a signal
@@ -466,6 +474,13 @@ func BenchmarkPacketCost(b *testing.B) {
 	}
 	hitStats := readStats(b, d)
 
+	// The same with change tracking (export_changed_only): the connection
+	// measured is listed by its first packet, as a busy connection is in
+	// all but the first packet of an epoch.
+	tracked := datapathFor(b, trackedBenchOptions())
+	step.fill(b, tracked.Program())
+	runFrame(b, tracked, benchFrameV4())
+
 	// Overflow path: a full table, and a connection not in it.
 	full := datapathFor(b, benchOptions())
 	if _, err := step.run(full.Program(), fillFrame(), benchTableSize); err != nil {
@@ -539,6 +554,9 @@ func BenchmarkPacketCost(b *testing.B) {
 	insertOurs := func() (float64, error) {
 		return insertInto(benchOptions(), func(st Stats) bool { return st.OverflowPackets == 0 })
 	}
+	insertTracked := func() (float64, error) {
+		return insertInto(trackedBenchOptions(), func(st Stats) bool { return st.OverflowPackets == 0 })
+	}
 	// The same without trigger events: the ring buffer's share.
 	insertNoEvents := func() (float64, error) {
 		opts := benchOptions()
@@ -580,7 +598,9 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "hit-ipv4", what: "ours, existing connection, IPv4 TCP", run: bench(d.Program(), benchFrameV4())},
 		{name: "hit-ipv6", what: "ours, existing connection, IPv6 TCP", run: bench(d.Program(), benchFrameV6())},
 		{name: "hit-vlan", what: "ours, existing connection, 802.1Q IPv4 TCP", run: bench(d.Program(), benchFrameVLAN())},
+		{name: "hit-ipv4-changed", what: "hit-ipv4 with TrackChanges (export_changed_only), the entry listed in this epoch", run: bench(tracked.Program(), benchFrameV4()), base: "hit-ipv4"},
 		{name: "insert", what: fmt.Sprintf("ours, new connection (%d per fresh table, stepper subtracted)", inserts), run: insertOurs},
+		{name: "insert-changed", what: "the same with TrackChanges: each new entry listed", run: insertTracked, base: "insert"},
 		{name: "insert-no-events", what: "the same, trigger events off (N = 2^31)", run: insertNoEvents},
 		{name: "overflow", what: "ours, new connection, table full (65536)", run: bench(full.Program(), benchFrameOverflow())},
 		{name: "naive-hit", what: "naive design, existing connection", run: bench(naive.Program(), benchFrameV4())},
