@@ -15,10 +15,17 @@ import (
 // With export_changed_only, a changed series is in every snapshot, an
 // unchanged one in exactly one of every 3 accepted snapshots (the
 // unchanged_export_interval is 3 collection intervals), and a refused
-// snapshot loses neither: its changes and its share come again.
+// snapshot loses neither: its changes and its share come again; the
+// changes listed by the source, or found in whole-table reads.
 func TestExportChangedOnly(t *testing.T) {
+	t.Run("listed", func(t *testing.T) { testExportChangedOnly(t, true) })
+	t.Run("whole-table", func(t *testing.T) { testExportChangedOnly(t, false) })
+}
+
+func testExportChangedOnly(t *testing.T, listed bool) {
 	const unchanged = 30
 	src := newFakeSource()
+	src.listChanges = listed
 	old := kernelNow() - uint64(2*time.Hour)
 	for i := range unchanged {
 		src.put(testKey("198.51.100.1", uint16(41000+i), 8080, datapath.UDP, 2), datapath.FlowValue{Packets: 1, Bytes: 100, FirstSeenNs: old, LastSeenNs: old})

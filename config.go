@@ -309,7 +309,7 @@ func (c *Config) datapathOptions() (datapath.Options, datapath.AttachMode) {
 	}
 	c.groupingOptions(&opts)
 	opts.StateDir = c.stateDir
-	opts.ReadChanged = c.ExportChangedOnly
+	opts.TrackChanges = c.ExportChangedOnly
 	mode, _ := datapath.ParseAttachMode(c.AttachMode)
 	return opts, mode
 }

@@ -17,6 +17,10 @@ type fakeSource struct {
 	readErr   error
 	evictions int
 	gone      []string
+	// listChanges makes ReadDirty list the keys put since the last call;
+	// else it lists none and the receiver reads the whole table.
+	listChanges bool
+	changed     map[datapath.FlowKey]bool
 }
 
 func newFakeSource() *fakeSource {
@@ -27,6 +31,10 @@ func (f *fakeSource) put(k datapath.FlowKey, v datapath.FlowValue) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.table[k] = v
+	if f.changed == nil {
+		f.changed = map[datapath.FlowKey]bool{}
+	}
+	f.changed[k] = true
 }
 
 func (f *fakeSource) ReadFlows(dst *datapath.FlowTable) error {
@@ -70,9 +78,20 @@ func (f *fakeSource) InterfaceNames() map[int]string { return map[int]string{2: 
 
 func (f *fakeSource) State() datapath.StateReport { return datapath.StateReport{} }
 
-// ReadChanged leaves the selection to the receiver's fallback: ReadFlows.
-func (f *fakeSource) ReadChanged(*datapath.FlowTable, datapath.ChangedSelection) (int, bool, error) {
-	return 0, false, nil
+// ReadDirty lists the keys put since the last call that are still in
+// the table, if listChanges; else none (not ok): the receiver reads the
+// whole table, and finds the changes by comparing counters.
+func (f *fakeSource) ReadDirty(dst *datapath.FlowTable) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dst.Reset()
+	for k := range f.changed {
+		if v, ok := f.table[k]; ok {
+			dst.Append(k, v)
+		}
+	}
+	clear(f.changed)
+	return f.listChanges, nil
 }
 
 func (f *fakeSource) Gone() []string {

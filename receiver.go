@@ -51,10 +51,8 @@ type xdpflowReceiver struct {
 	// lastStamp is the latest Timestamp the previous snapshot used.
 	lastStamp time.Time
 	health    healthReporter
-	// changed is nil unless export_changed_only; readNs is the kernel
-	// time the current snapshot's read began.
-	changed *changedFilter
-	readNs  uint64
+	// changed is nil unless export_changed_only.
+	changed *changedTracker
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open openFunc) (*xdpflowReceiver, error) {
@@ -74,7 +72,7 @@ func newReceiver(set receiver.Settings, cfg *Config, next consumer.Metrics, open
 	return &xdpflowReceiver{
 		cfg: cfg, set: set, next: next, open: open,
 		obsrecv: obsrecv, telemetry: selfTelemetry{tel}, measureClock: datapath.MeasureClockOffset,
-		changed: newChangedFilter(cfg),
+		changed: newChangedTracker(cfg),
 		builder: newMetricsBuilder(cfg, set.BuildInfo.Version),
 	}, nil
 }
@@ -124,6 +122,8 @@ func (r *xdpflowReceiver) Shutdown(ctx context.Context) error {
 	<-r.loopDone
 	err := r.src.DetachAll()
 	r.takeSnapshot(ctx, causeShutdown)
+	r.flows = datapath.FlowTable{} // may be the tracker's memory
+	r.changed.free()
 	err = errors.Join(err, r.src.Close())
 	// Drop the datapath: its memory-mapped global variables are released
 	// by the garbage collector, and with them their kernel maps.
@@ -212,10 +212,11 @@ func (r *xdpflowReceiver) takeSnapshot(ctx context.Context, cause string) {
 		r.set.Logger.Warn("Next consumer refused (part of) the snapshot; evicted connections are sent again with the next one",
 			zap.String("cause", cause), zap.Int("connections", total), zap.Error(failed))
 		r.boundEvicted(ctx)
+		r.changed.refused(&r.flows)
 		return
 	}
 	r.evicted.Reset()
-	r.changed.accept(r.readNs, datapath.MaxLag())
+	r.changed.accept()
 }
 
 // export hands md to the next consumer, recording the outcome.
@@ -247,16 +248,18 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	read := time.Now()
 	readNs := clock.KernelNs(read)
 	idle := idleBefore(readNs, r.cfg.IdleTimeout)
-	entries, filtered, err := r.readTable(idle)
+	entries, err := r.readTable(idle)
 	if err != nil {
 		return snapshot{}, err
 	}
 	now := time.Now()
 	r.telemetry.recordPhase(ctx, phaseRead, now.Sub(read))
 	carried := r.evicted.Len() // final counts a failed export left
-	r.moveIdle(idle)
 	if err := r.src.Evict(r.idleKeys, &r.evicted); err != nil {
 		r.set.Logger.Warn("Failed to evict idle connections; they stay in the flow table", zap.Error(err))
+	}
+	if r.changed != nil {
+		r.changed.evicted(r.evicted.Keys[carried:])
 	}
 	r.telemetry.recordPhase(ctx, phaseEvict, time.Since(now))
 	stats, err := r.src.Stats()
@@ -264,10 +267,6 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 		return snapshot{}, err
 	}
 	connections := entries - len(r.idleKeys)
-	if !filtered {
-		r.changed.keep(&r.flows)
-	}
-	r.readNs = readNs
 	s := snapshot{time: now, flows: &r.flows, evicted: &r.evicted, stats: stats, connections: connections}
 	s.later = laterSeries(&s, carried)
 	r.lastStamp = now
@@ -277,19 +276,22 @@ func (r *xdpflowReceiver) collect(ctx context.Context) (snapshot, error) {
 	return s, nil
 }
 
-// readTable reads the kernel table into r.flows: with export_changed_only,
-// only the entries to export or evict, selected in the kernel (filtered),
-// unless more are selected than it copies out at once; else every entry.
-// It returns how many entries the table holds.
-func (r *xdpflowReceiver) readTable(idleBefore uint64) (entries int, filtered bool, err error) {
-	if sel, ok := r.changed.selection(idleBefore); ok {
-		entries, ok, err := r.src.ReadChanged(&r.flows, sel)
-		if err != nil || ok {
-			return entries, ok, err
-		}
+// readTable puts the connections to export in r.flows and the idle ones
+// (last seen before idleBefore), to evict, in r.idleKeys: with
+// export_changed_only, those the tracker selects after reading the
+// changed entries; else every entry of the kernel table. It returns how
+// many entries the table holds.
+func (r *xdpflowReceiver) readTable(idleBefore uint64) (entries int, err error) {
+	if r.changed != nil {
+		err = r.changed.collect(r.src, idleBefore, &r.flows, &r.idleKeys)
+		return r.changed.len(), err
 	}
-	err = r.src.ReadFlows(&r.flows)
-	return r.flows.Len(), false, err
+	if err := r.src.ReadFlows(&r.flows); err != nil {
+		return 0, err
+	}
+	entries = r.flows.Len()
+	r.moveIdle(idleBefore)
+	return entries, nil
 }
 
 // waitForNextStamp returns once the previous snapshot's latest timestamp

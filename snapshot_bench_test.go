@@ -69,17 +69,19 @@ func resetPeakRSS(tb testing.TB) {
 }
 
 // filledDatapath loads a datapath whose table of n entries holds n
-// connections, with ReadChanged if readChanged, and reads it once, as a
-// receiver's first snapshot does: ReadFlows then knows the table is full
-// (and walks it). The caller closes it.
-func filledDatapath(b *testing.B, n int, readChanged bool) *datapath.Datapath {
-	return partlyFilledDatapath(b, n, n, readChanged)
+// connections, with ReadChanged if readChanged and TrackChanges if
+// trackChanges, and reads it once, as a receiver's first snapshot does:
+// ReadFlows then knows the table is full (and walks it). The caller
+// closes it.
+func filledDatapath(b *testing.B, n int, readChanged, trackChanges bool) *datapath.Datapath {
+	return partlyFilledDatapath(b, n, n, readChanged, trackChanges)
 }
 
 // partlyFilledDatapath is filledDatapath with a table of capacity
 // entries.
-func partlyFilledDatapath(b *testing.B, capacity, n int, readChanged bool) *datapath.Datapath {
-	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(capacity), ReadChanged: readChanged})
+func partlyFilledDatapath(b *testing.B, capacity, n int, readChanged, trackChanges bool) *datapath.Datapath {
+	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(capacity),
+		ReadChanged: readChanged, TrackChanges: trackChanges})
 	require.NoError(b, err)
 	fillFlows(b, dp.Program(), n)
 	var first datapath.FlowTable
@@ -94,7 +96,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp := filledDatapath(b, n, false)
+			dp := filledDatapath(b, n, false, false)
 			defer dp.Close()
 
 			bld := testBuilder()
@@ -117,47 +119,94 @@ func BenchmarkSnapshot(b *testing.B) {
 }
 
 // BenchmarkChangedSnapshot measures a snapshot with export_changed_only
-// of 1,000,000 connections of which 1% had packets since the last one:
-// select the changed ones and the due share of the others in the kernel
-// (unchanged_export_interval of 4m at a 10s collection_interval: 1/24),
-// read and convert those. The 1% are touched before each snapshot,
-// untimed.
+// of 1,000,000 connections of which 1% had packets since the last one,
+// and the due share of the others (unchanged_export_interval of 4m at a
+// 10s collection_interval: 1/24), converted in exports. The 1% are
+// touched before each snapshot, untimed. Two ways, each in its own table:
+//
+//   - dirty-lists, the receiver's: packets list the entries they change
+//     (Options.TrackChanges); the snapshot reads those (ReadDirty), takes
+//     the due share and the idle ones from the tracker's memory. The
+//     first snapshot, which reads the whole table and exports every
+//     series, is measured apart (first-cpu-ms, first-peak-RSS-MiB).
+//   - kernel-walk, the way before it: xdpflow_changed walks the table and
+//     copies out the changed entries (last seen since the last snapshot)
+//     and the due share (ReadChanged).
 func BenchmarkChangedSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	const n, changed = 1_000_000, 10_000
-	dp := filledDatapath(b, n, true)
-	defer dp.Close()
 	cfg := createDefaultConfig()
 	cfg.ExportChangedOnly = true
-	filter := newChangedFilter(cfg)
-	clock, err := datapath.MeasureClockOffset()
-	require.NoError(b, err)
-
-	bld := testBuilder()
-	var flows datapath.FlowTable
-	var exported int
-	resetPeakRSS(b)
-	var cpu time.Duration
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		b.StopTimer()
-		filter.accept(clock.KernelNs(time.Now()), datapath.MaxLag())
-		time.Sleep(2 * datapath.MaxLag()) // the touched packets are later than the lag
+	touch := func(b *testing.B, dp *datapath.Datapath, i int) {
 		for j := range changed {
 			_, err := dp.Program().Run(&ebpf.RunOptions{Data: udpFrame((i*changed + j) % n)})
 			require.NoError(b, err)
 		}
+	}
+	b.Run("dirty-lists", func(b *testing.B) {
+		dp := filledDatapath(b, n, false, true)
+		defer dp.Close()
+		tracker := newChangedTracker(cfg)
+		defer tracker.free()
+		var flows datapath.FlowTable
+		var idle []datapath.FlowKey
+		resetPeakRSS(b)
+		cpu0 := cpuTime(b)
+		require.NoError(b, tracker.collect(dp, 0, &flows, &idle))
+		bld, s := testBuilder(), snapshot{time: time.Now(), flows: &flows, evicted: &datapath.FlowTable{}}
+		inExports(flows.Len(), func(from, to int) { _ = bld.build(&s, from, to) })
+		firstCPU, firstRSS := cpuTime(b)-cpu0, peakRSS(b)
+		tracker.accept()
+		measureChangedSnapshots(b, func(i int) { touch(b, dp, i) }, func() *datapath.FlowTable {
+			require.NoError(b, tracker.collect(dp, 0, &flows, &idle))
+			tracker.accept()
+			return &flows
+		})
+		b.ReportMetric(float64(firstCPU.Milliseconds()), "first-cpu-ms")
+		b.ReportMetric(float64(firstRSS)/(1<<20), "first-peak-RSS-MiB")
+	})
+	b.Run("kernel-walk", func(b *testing.B) {
+		dp := filledDatapath(b, n, true, false)
+		defer dp.Close()
+		clock, err := datapath.MeasureClockOffset()
+		require.NoError(b, err)
+		refresh := newChangedTracker(cfg).refresh
+		var flows datapath.FlowTable
+		var since uint64
+		var accepted uint32
+		measureChangedSnapshots(b, func(i int) {
+			since = clock.KernelNs(time.Now()) - uint64(datapath.MaxLag())
+			time.Sleep(2 * datapath.MaxLag()) // the touched packets are later than the lag
+			touch(b, dp, i)
+		}, func() *datapath.FlowTable {
+			sel := datapath.ChangedSelection{SinceNs: since, Refresh: refresh, Slot: accepted % refresh}
+			_, ok, err := dp.ReadChanged(&flows, sel)
+			require.NoError(b, err)
+			require.True(b, ok)
+			accepted++
+			return &flows
+		})
+	})
+}
+
+// measureChangedSnapshots runs touch(i) untimed, then the timed snapshot
+// read, which returns the flows to export, and their conversion in
+// exports, reporting CPU time, series exported per snapshot and peak RSS
+// from the start (what the process holds, and what snapshots add).
+func measureChangedSnapshots(b *testing.B, touch func(i int), read func() *datapath.FlowTable) {
+	bld := testBuilder()
+	var exported int
+	var cpu time.Duration
+	resetPeakRSS(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		touch(i)
 		cpu0 := cpuTime(b)
 		b.StartTimer()
-		sel, _ := filter.selection(0)
-		_, inKernel, err := dp.ReadChanged(&flows, sel)
-		require.NoError(b, err)
-		if !inKernel {
-			require.NoError(b, dp.ReadFlows(&flows))
-			filter.keep(&flows)
-		}
-		s := snapshot{time: time.Now(), flows: &flows, evicted: &datapath.FlowTable{}}
+		flows := read()
+		s := snapshot{time: time.Now(), flows: flows, evicted: &datapath.FlowTable{}}
 		inExports(flows.Len(), func(from, to int) { _ = bld.build(&s, from, to) })
 		b.StopTimer()
 		cpu += cpuTime(b) - cpu0
@@ -286,7 +335,7 @@ func BenchmarkReadFlows(b *testing.B) {
 			name = fmt.Sprintf("%d-of-%d", c.n, c.capacity)
 		}
 		b.Run(name, func(b *testing.B) {
-			dp := partlyFilledDatapath(b, c.capacity, c.n, false)
+			dp := partlyFilledDatapath(b, c.capacity, c.n, false, false)
 			defer dp.Close()
 			require.NoError(b, dp.FullReadFallback())
 			for _, m := range []struct {

@@ -9,8 +9,9 @@ import (
 // flowSource is what the receiver needs of the datapath; tests replace it.
 type flowSource interface {
 	ReadFlows(dst *datapath.FlowTable) error
-	// ReadChanged reads only the entries sel selects, when ok.
-	ReadChanged(dst *datapath.FlowTable, sel datapath.ChangedSelection) (entries int, ok bool, err error)
+	// ReadDirty starts a new epoch and reads the entries changed in the
+	// one it ends, when ok (Datapath.ReadDirty).
+	ReadDirty(dst *datapath.FlowTable) (ok bool, err error)
 	Evict(keys []datapath.FlowKey, dst *datapath.FlowTable) error
 	Stats() (datapath.Stats, error)
 	Events() <-chan datapath.TriggerEvent

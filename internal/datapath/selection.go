@@ -12,6 +12,12 @@ type ChangedSelection struct {
 // xdpflow_changed computes it: a 32-bit FNV-1a over the key's eleven
 // little-endian words (its memory in struct flow_key), folded.
 func KeySlot(k *FlowKey, refresh uint32) uint32 {
+	return KeyHash(k) % refresh
+}
+
+// KeyHash returns the hash KeySlot reduces: a 32-bit FNV-1a over the
+// key's eleven little-endian words, folded.
+func KeyHash(k *FlowKey) uint32 {
 	var words [11]uint32
 	for i := range 4 {
 		words[i] = le32(k.SrcAddr[4*i:])
@@ -25,7 +31,7 @@ func KeySlot(k *FlowKey, refresh uint32) uint32 {
 		h ^= w
 		h *= 16777619
 	}
-	return (h ^ h>>16) % refresh
+	return h ^ h>>16
 }
 
 func le32(b []byte) uint32 {
