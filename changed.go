@@ -109,6 +109,7 @@ func (t *changedTracker) exportsAll(idleBefore uint64) bool {
 func (t *changedTracker) read(src flowSource, buf *datapath.FlowTable) (full bool, err error) {
 	ok, err := src.ReadDirty(buf)
 	if err != nil {
+		t.synced = false // the epoch may have ended unread: read the whole table next
 		return false, err
 	}
 	if ok && t.synced {

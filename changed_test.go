@@ -2,6 +2,7 @@ package xdpflowreceiver
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -94,4 +95,81 @@ func testExportChangedOnly(t *testing.T, listed bool) {
 	assert.Equal(t, share, after, "the change and the share of the refused snapshot")
 	require.NoError(t, r.Shutdown(context.Background()))
 	t.Logf("%d series in the snapshot after the outage (changed + a share of the %d unchanged)", len(after), unchanged)
+}
+
+// The tracker reads the whole table at the first collect, after a failed
+// ReadDirty and after a list that missed changes, and otherwise only the
+// listed entries; idle series, found in memory, are left to evict.
+func TestChangedTrackerReads(t *testing.T) {
+	src := newFakeSource()
+	src.listChanges = true
+	now := kernelNow()
+	key := func(i int) datapath.FlowKey { return testKey("198.51.100.1", uint16(41000+i), 8080, datapath.UDP, 2) }
+	for i := range 48 {
+		src.put(key(i), datapath.FlowValue{Packets: 1, FirstSeenNs: now, LastSeenNs: now + uint64(i)})
+	}
+	cfg := fastConfig()
+	cfg.ExportChangedOnly = true
+	cfg.CollectionInterval = time.Second
+	cfg.UnchangedExportInterval = 24 * time.Second
+	tr := newChangedTracker(cfg)
+	defer tr.free()
+	var flows datapath.FlowTable
+	var idle []datapath.FlowKey
+	reads := func() int {
+		n := 0
+		for _, c := range src.callLog() {
+			if c == "read" {
+				n++
+			}
+		}
+		return n
+	}
+	collect := func(idleBefore uint64) map[datapath.FlowKey]uint64 {
+		t.Helper()
+		require.NoError(t, tr.collect(src, idleBefore, &flows, &idle))
+		tr.accept()
+		got := map[datapath.FlowKey]uint64{}
+		for i, k := range flows.Keys {
+			got[k] = flows.Values[i].Packets
+		}
+		return got
+	}
+	assert.Len(t, collect(0), 48, "the first collect exports every series")
+	assert.Equal(t, 1, reads(), "the first collect reads the whole table")
+
+	src.put(key(3), datapath.FlowValue{Packets: 2, FirstSeenNs: now, LastSeenNs: now + 100})
+	got := collect(0)
+	assert.Equal(t, uint64(2), got[key(3)], "the listed change")
+	assert.Less(t, len(got), 10, "the change and a share of about 1/24")
+	assert.Equal(t, 1, reads(), "only the listed entries are read")
+
+	src.put(key(4), datapath.FlowValue{Packets: 2, FirstSeenNs: now, LastSeenNs: now + 100})
+	src.dirtyErr = errors.New("test run failed")
+	require.Error(t, tr.collect(src, 0, &flows, &idle))
+	src.dirtyErr = nil
+	assert.Equal(t, uint64(2), collect(0)[key(4)], "a change of an epoch that ended unread")
+	assert.Equal(t, 2, reads(), "after a failed ReadDirty, the whole table")
+
+	src.listChanges = false // a list that missed changes
+	src.put(key(5), datapath.FlowValue{Packets: 2, FirstSeenNs: now, LastSeenNs: now + 100})
+	got = collect(0)
+	assert.Equal(t, uint64(2), got[key(5)])
+	assert.NotContains(t, got, key(4), "compared with what was read: unchanged")
+	assert.Equal(t, 3, reads())
+	src.listChanges = true
+
+	got = collect(now + 10)
+	assert.Len(t, idle, 7, "idle in memory: the series last seen before (3, 4 and 5 changed since)")
+	for _, k := range idle {
+		assert.NotContains(t, got, k, "an idle series is evicted, not exported")
+	}
+	var evicted datapath.FlowTable
+	require.NoError(t, src.Evict(idle, &evicted))
+	tr.evicted(evicted.Keys)
+	assert.Equal(t, 41, tr.len())
+	src.put(key(0), datapath.FlowValue{Packets: 1, FirstSeenNs: now + 200, LastSeenNs: now + 200})
+	assert.Equal(t, uint64(1), collect(0)[key(0)], "an evicted series back: new")
+	assert.Equal(t, 42, tr.len())
+	assert.Equal(t, 3, reads())
 }

@@ -21,6 +21,7 @@ type fakeSource struct {
 	// else it lists none and the receiver reads the whole table.
 	listChanges bool
 	changed     map[datapath.FlowKey]bool
+	dirtyErr    error // returned by ReadDirty, which then lists nothing
 }
 
 func newFakeSource() *fakeSource {
@@ -85,6 +86,10 @@ func (f *fakeSource) ReadDirty(dst *datapath.FlowTable) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	dst.Reset()
+	if f.dirtyErr != nil {
+		clear(f.changed) // the epoch ended unread
+		return false, f.dirtyErr
+	}
 	for k := range f.changed {
 		if v, ok := f.table[k]; ok {
 			dst.Append(k, v)
