@@ -15,10 +15,10 @@ import (
 )
 
 // TestIntegrationReceiverExportsChangedOnly runs the real receiver with
-// export_changed_only on the veth: the kernel selects what each snapshot
-// exports, so a connection with packets is in every export and an idle one
-// only once in every unchanged_export_interval (10 snapshots here), with
-// its exact cumulative counts.
+// export_changed_only on the veth: packets list the entries they change,
+// so a connection with packets is in every export and an idle one only
+// once in every unchanged_export_interval (10 snapshots here), with its
+// exact cumulative counts, taken from the receiver's memory.
 func TestIntegrationReceiverExportsChangedOnly(t *testing.T) {
 	privtest.RequireRoot(t)
 	pair := netnstest.New(t)

@@ -3,6 +3,7 @@
 package datapath
 
 import (
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,4 +214,40 @@ func TestReadDirtyRacingPackets(t *testing.T) {
 		}
 	}
 	t.Logf("%d entries, %d reads, %d overflows", len(all), reads, overflows)
+}
+
+// TestReadDirtyAfterTakeover lists changes in a table taken over from a
+// state directory: the entries hold the epochs of the earlier process,
+// which the new one's epochs never meet, so the first packet of each entry
+// after the takeover lists it, however many epochs went by before.
+func TestReadDirtyAfterTakeover(t *testing.T) {
+	privtest.RequireRoot(t)
+	const rounds, n = 30, 70
+	opts := trackingOptions()
+	opts.StateDir = filepath.Join(privtest.MountBPFFS(t), "xdpflow")
+	first := loadStateful(t, opts)
+	for r := range rounds {
+		for i := range n {
+			runFrame(t, first, keyFrame(i))
+		}
+		if got := readDirty(t, first); len(got) != n {
+			t.Fatalf("first process, round %d: %d listed, want %d", r, len(got), n)
+		}
+	}
+	closeDatapath(t, first)
+
+	second := loadStateful(t, opts)
+	defer closeDatapath(t, second)
+	if !second.State().Restored {
+		t.Fatalf("the table was not taken over: %+v", second.State())
+	}
+	// Entry i is touched first in epoch i + 1 after the takeover.
+	for i := range n {
+		runFrame(t, second, keyFrame(i))
+		got := readDirty(t, second)
+		k := keyOf(i, loopbackIndex(t))
+		if v, ok := got[k]; len(got) != 1 || !ok || v.Packets != rounds+1 {
+			t.Fatalf("epoch %d after the takeover: listed %+v, want only %s with %d packets", i+1, got, describeKey(k), rounds+1)
+		}
+	}
 }
