@@ -51,9 +51,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * one of each. */
 #define MAX_MARK_ATTEMPTS 64
 #define MAX_RELEASE_READS 4096
-/* Epochs an append to a changed list follows before it gives up and sets
+/* Epochs an append to a changed list follows, and compare-and-swaps of an
+ * entry's epoch a packet tries, before it gives up and sets
  * changed_overflow (see "Changed entries"): one epoch lasts a snapshot,
- * so one more than the epoch read is all it ever meets. */
+ * and only the packets of one entry race for its mark. */
 #define MAX_APPEND_ATTEMPTS 4
 
 /* Load-time settings, set by the loader through spec.Variables. */
@@ -98,9 +99,9 @@ volatile const __u8 track_changes = 0;
 volatile const __u32 changed_capacity = 1;
 
 /* The current epoch, started by xdpflow_dirty; the loader sets it to the
- * boot time of the load, so that it exceeds every epoch an earlier
- * process left in a pinned table. Alone in .data: every packet reads it,
- * and no packet writes it. */
+ * monotonic clock (bpf_ktime_get_ns) at load, so that it exceeds every
+ * epoch an earlier process left in a pinned table. Alone in .data: every
+ * packet reads it, and no packet writes it. */
 __u64 epoch = 1;
 /* Per changed list (the parity of the epoch it belongs to): packets
  * appending now, and keys appended. Set: a change is missing from a list. */
@@ -535,11 +536,15 @@ static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
  * - A packet, holding its pin or the lock (so that the entry holds its
  *   key and is not evicted), adds to the counters and then reads the
  *   entry's epoch with a fetch form (fully ordered: the adds before it,
- *   the read of the current epoch after it). If the two differ, it
- *   compare-and-swaps the entry's epoch to the current one and, if that
- *   succeeds, appends the key to the current epoch's list once it has
- *   released the pin or lock (mark_changed, append_changed). An inserted
- *   entry does the same before publish(), while nobody else adds to it.
+ *   the read of the current epoch after it). While the entry's epoch is
+ *   older than the current one it read, it compare-and-swaps it to that
+ *   one (again from what it finds, if another packet marked the entry
+ *   meanwhile); if its swap succeeds, it appends the key to the current
+ *   epoch's list once it has released the pin or lock (mark_changed,
+ *   append_changed). It leaves the entry alone when it finds the epoch
+ *   it read or a later one: the packet that swapped that one in had read
+ *   it, so appends to its list or a later one. An inserted entry does the
+ *   same before publish(), while nobody else adds to it.
  * - An append (1) adds 1 to its list's writers, (2) reads the epoch again
  *   and, if it is still the one it marked, (3) appends and (4) takes the
  *   1 away, each step an atomic of the fetch form, so fully ordered. If
@@ -551,20 +556,22 @@ static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
  *   waited for, or it reads the new epoch at its step 2 and goes to the
  *   next list; reads of (3) come after (1).
  * - So every packet's adds are read: a packet that read epoch g made, or
- *   found made (by the CAS of another packet of the same key, its append
- *   pending or done), an append to the list of g or of a later epoch h;
- *   its adds came before its read of g, so before the exchange that ends
- *   h, and the copy of that list, after the exchange, reads them. A packet
- *   that finds the entry marked for g adds nothing to the list; a packet
- *   whose mark an epoch overtook appends twice at worst (duplicates are
- *   harmless: the receiver reads counters, not deltas).
- * - What a list cannot take (full, or an append that met more than
- *   MAX_APPEND_ATTEMPTS epochs) sets changed_overflow, which xdpflow_dirty
- *   reads and clears after its wait; so does a wait that times out (a
- *   writer interrupted, MAX_RELEASE_READS reads). The receiver then reads
- *   the whole table, after the exchange, which holds every add before it.
- * - Epochs only grow (the boot time of the switch, or one more), and a
- *   load starts from its boot time, so no entry of a pinned table taken
+ *   found made (by the swap of another packet of the same entry, its
+ *   append pending or done), an append to the list of g or of a later
+ *   epoch h; its adds came before its read of g, so before the exchange
+ *   that ends h, and the copy of that list, after the exchange, reads
+ *   them. A key may be listed twice (an append an epoch overtook goes to
+ *   the new list, where the entry's next packet, finding it marked for
+ *   the old one, lists it again): harmless, the receiver reads counters,
+ *   not deltas.
+ * - What a list cannot take (full, an append that met more than
+ *   MAX_APPEND_ATTEMPTS epochs, or a mark that lost as many swaps) sets
+ *   changed_overflow, which xdpflow_dirty reads and clears after its
+ *   wait; so does a wait that times out (a writer interrupted,
+ *   MAX_RELEASE_READS reads). The receiver then reads the whole table,
+ *   after the exchange, which holds every add before it.
+ * - Epochs only grow (the monotonic clock at the switch, or one more),
+ *   and a load starts from that clock, so no entry of a pinned table taken
  *   over holds an epoch yet to come; an inserted value holds 0, never an
  *   epoch. Each list belongs to the epochs of one parity.
  *
@@ -572,22 +579,31 @@ static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
  * from xdpflow_evict; a listed key that was evicted is skipped, or, if
  * inserted again since, copied as the new entry it is. */
 
-/* mark_changed marks v changed in the current epoch after a packet's
- * adds, and returns that epoch when the key is to be appended to its
- * list (0: listed already). The caller holds a pin or v's lock. */
-static __always_inline __u64 mark_changed(struct flow_value *v)
-{
-	__u64 seen = __sync_fetch_and_or(&v->epoch, 0); /* orders the adds before the read below */
-	__u64 now = *(volatile __u64 *)&epoch;
-	if (seen == now || __sync_val_compare_and_swap(&v->epoch, seen, now) != seen)
-		return 0; /* listed, or being listed by the packet that changed the mark */
-	return now;
-}
-
 static __always_inline void set_changed_overflow(void)
 {
 	__u32 old = __sync_fetch_and_or(&changed_overflow, 1);
 	barrier_var(old);
+}
+
+/* mark_changed marks v changed in the current epoch after a packet's
+ * adds, and returns that epoch when the key is to be appended to its
+ * list (0: listed already, by the packet that marked v for this epoch or
+ * a later one). The caller holds a pin or v's lock. */
+static __always_inline __u64 mark_changed(struct flow_value *v)
+{
+	__u64 seen = __sync_fetch_and_or(&v->epoch, 0); /* orders the adds before the read below */
+	__u64 now = *(volatile __u64 *)&epoch;
+#pragma unroll
+	for (int i = 0; i < MAX_APPEND_ATTEMPTS; i++) {
+		if (seen >= now)
+			return 0;
+		__u64 was = __sync_val_compare_and_swap(&v->epoch, seen, now);
+		if (was == seen)
+			return now;
+		seen = was; /* marked meanwhile, maybe for an older epoch */
+	}
+	set_changed_overflow();
+	return 0;
 }
 
 static __always_inline void writers_add(__u32 list, __u32 delta)
