@@ -149,9 +149,11 @@ func TestReadDirtyOverflow(t *testing.T) {
 }
 
 // TestReadDirtyRacingPackets counts packets on every CPU, on shared and
-// new connections, while epochs switch as fast as ReadDirty runs. A model
-// kept from what ReadDirty returns (the whole table after an overflow)
-// must end equal to the table: every change was listed.
+// new connections, while epochs switch as fast as ReadDirty runs and
+// shared connections are evicted between the reads, as the receiver does.
+// A model kept from what ReadDirty returns (the whole table after an
+// overflow), less what was evicted, must end equal to the table: every
+// change was listed.
 func TestReadDirtyRacingPackets(t *testing.T) {
 	privtest.RequireRoot(t)
 	const goroutines, passes, conns = 4, 40, 200
@@ -161,7 +163,8 @@ func TestReadDirtyRacingPackets(t *testing.T) {
 	prog := d.Program()
 
 	model := map[FlowKey]FlowValue{}
-	var overflows, reads int
+	var overflows, reads, evictions int
+	var evicted FlowTable
 	update := func() {
 		var tbl FlowTable
 		ok, err := d.ReadDirty(&tbl)
@@ -178,13 +181,26 @@ func TestReadDirtyRacingPackets(t *testing.T) {
 		for i, k := range tbl.Keys {
 			model[k] = tbl.Values[i]
 		}
+		if reads%7 == 0 { // a shared connection, back with its next packet
+			evicted.Reset()
+			k := keyOf(reads%conns|1, loopbackIndex(t))
+			if err := d.Evict([]FlowKey{k}, &evicted); err != nil {
+				t.Fatalf("Evict: %v", err)
+			}
+			if evicted.Len() == 1 {
+				delete(model, k)
+				evictions++
+			}
+		}
 	}
 
-	var done atomic.Bool
-	var wg sync.WaitGroup
-	for g := range goroutines {
-		wg.Go(func() {
-			for p := range passes {
+	// Each pass, packets race the reads; then, packets stopped, one more
+	// read lists the last epoch and the model must equal the table.
+	for p := range passes {
+		var done atomic.Bool
+		var wg sync.WaitGroup
+		for g := range goroutines {
+			wg.Go(func() {
 				for i := range conns {
 					// Shared connections, and each goroutine's new ones.
 					k := i
@@ -196,24 +212,25 @@ func TestReadDirtyRacingPackets(t *testing.T) {
 						return
 					}
 				}
+			})
+		}
+		go func() { wg.Wait(); done.Store(true) }()
+		for !done.Load() {
+			update()
+		}
+		update() // the epoch of the last packets
+		all := readFlows(t, d)
+		if len(model) != len(all) {
+			t.Errorf("pass %d: model holds %d entries, the table %d", p, len(model), len(all))
+		}
+		for k, v := range all {
+			if model[k] != v {
+				t.Fatalf("pass %d: %s: model %+v, table %+v: a change was not listed", p, describeKey(k), model[k], v)
 			}
-		})
-	}
-	go func() { wg.Wait(); done.Store(true) }()
-	for !done.Load() {
-		update()
-	}
-	update() // the epoch of the last packets
-	all := readFlows(t, d)
-	if len(model) != len(all) {
-		t.Errorf("model holds %d entries, the table %d", len(model), len(all))
-	}
-	for k, v := range all {
-		if model[k] != v {
-			t.Errorf("%s: model %+v, table %+v: a change was not listed", describeKey(k), model[k], v)
 		}
 	}
-	t.Logf("%d entries, %d reads, %d overflows", len(all), reads, overflows)
+	all := readFlows(t, d)
+	t.Logf("%d entries, %d reads, %d overflows, %d evictions", len(all), reads, overflows, evictions)
 }
 
 // TestReadDirtyAfterTakeover lists changes in a table taken over from a
