@@ -19,11 +19,18 @@ import (
 // directory on the veth, shuts it down, sends traffic while none runs, and
 // starts another: its exports carry everything sent, in one series with the
 // first receiver's start time. A third with another grouping starts a new
-// table and warns.
+// table and warns. With export_changed_only too: the second receiver's
+// first snapshot reads the whole table, its next ones what packets listed.
 func TestIntegrationReceiverStateSurvivesRestart(t *testing.T) {
 	privtest.RequireRoot(t)
+	t.Run("every-series", func(t *testing.T) { testStateSurvivesRestart(t, false) })
+	t.Run("export-changed-only", func(t *testing.T) { testStateSurvivesRestart(t, true) })
+}
+
+func testStateSurvivesRestart(t *testing.T, changedOnly bool) {
 	pair := netnstest.New(t)
 	cfg := ritConfig("native")
+	cfg.ExportChangedOnly = changedOnly
 	cfg.StateDirectory = filepath.Join(privtest.MountBPFFS(t), "xdpflow")
 	conn := iftNewUDP(t, pair, netnstest.SenderIPv4, netnstest.ReceiverIPv4, 40950, netnstest.ReceiverIface)
 
@@ -33,11 +40,16 @@ func TestIntegrationReceiverStateSurvivesRestart(t *testing.T) {
 	conn.send(t, 16)
 	iftWaitExport(t, first, conn)
 	require.NoError(t, r.Shutdown(t.Context()))
-	startOf := func(sink *consumertest.MetricsSink) time.Time {
+	startOf := func(sink *consumertest.MetricsSink) time.Time { // in the latest export that has it
 		all := sink.AllMetrics()
-		points := pointsOf(all[len(all)-1], metricPackets, int64(conn.conn.sport))
-		require.Len(t, points, 1)
-		return points[0].StartTimestamp().AsTime()
+		for i := len(all) - 1; i >= 0; i-- {
+			if points := pointsOf(all[i], metricPackets, int64(conn.conn.sport)); len(points) > 0 {
+				require.Len(t, points, 1)
+				return points[0].StartTimestamp().AsTime()
+			}
+		}
+		t.Fatal("no export has the connection")
+		return time.Time{}
 	}
 	started := startOf(first)
 	xdp, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
