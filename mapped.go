@@ -3,13 +3,17 @@ package xdpflowreceiver
 import "unsafe"
 
 // mappedSlice is a growable slice of T, a type without pointers, kept in
-// memory mapped outside the Go heap (on Linux): the garbage collector
-// sizes the heap at about twice what is live in it, so a million series
-// kept from snapshot to snapshot (~100 MB) on the heap would cost twice
-// their size in resident memory. Call free when done; s is invalid after.
+// memory mapped outside the Go heap (on Linux) unless onHeap: the garbage
+// collector sizes the heap at about twice what is live in it, so what a
+// million series keep from snapshot to snapshot costs twice its size in
+// resident memory on the heap, once outside it. Call free when done; s is
+// invalid after.
 type mappedSlice[T any] struct {
 	s   []T
 	mem []byte // the mapping; nil when s is on the heap
+	// onHeap keeps s on the Go heap, for slices whose size paces the
+	// garbage collector as it should (see changedTracker).
+	onHeap bool
 }
 
 // reserve makes room for n elements in all, keeping s.
@@ -19,7 +23,10 @@ func (m *mappedSlice[T]) reserve(n int) {
 	}
 	var zero T
 	var s []T
-	mem := mapMemory(n * int(unsafe.Sizeof(zero)))
+	var mem []byte
+	if !m.onHeap {
+		mem = mapMemory(n * int(unsafe.Sizeof(zero)))
+	}
 	if mem != nil {
 		s = unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(mem))), n)[:len(m.s)]
 	} else {

@@ -137,6 +137,7 @@ func BenchmarkChangedSnapshot(b *testing.B) {
 	const n, changed = 1_000_000, 10_000
 	cfg := createDefaultConfig()
 	cfg.ExportChangedOnly = true
+	cfg.MaxConnections = n
 	touch := func(b *testing.B, dp *datapath.Datapath, i int) {
 		for j := range changed {
 			_, err := dp.Program().Run(&ebpf.RunOptions{Data: udpFrame((i*changed + j) % n)})
