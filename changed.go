@@ -33,9 +33,9 @@ type changedTracker struct {
 	// The series, as parallel slices; index finds a key's position. The
 	// keys and counters (76 bytes a series) are on the Go heap, where the
 	// whole-table read puts them; the rest (~30 bytes) is mapped outside
-	// it. All of it outside halves the peak RSS of 1 M series (140 against
-	// 215 MiB), but the garbage collector, pacing a heap that much
-	// smaller, runs so much more often that a snapshot costs 80-95 ms of
+	// it. All of it outside cut the peak RSS of 1 M series to 140 MiB
+	// (from 215), but the garbage collector, pacing a heap that much
+	// smaller, ran so much more often that a snapshot cost 80-95 ms of
 	// CPU instead of 67-72 (BENCHMARKS.md, "1,000,000 connections, 1%
 	// changed").
 	index   keyIndex
