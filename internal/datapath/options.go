@@ -77,12 +77,12 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs 280 bytes of kernel memory, preallocated at load: 18 MB
-// for 65536 entries, 4.7 GB at this limit. 200 are the table's (the
+// Each entry costs 288 bytes of kernel memory, preallocated at load: 19 MB
+// for 65536 entries, 4.8 GB at this limit. 208 are the table's (the
 // memlock of the flows map in `bpftool map show` on Linux 6.18:
-// 13,108,480 bytes for 65536 entries, with the 44-byte key that holds the
-// destination address), 80 the array ReadFlows walks the table into
-// (dump_out: 5,246,976 bytes for 65536).
+// 13,632,784 bytes for 65536 entries, with the 48-byte key that holds the
+// destination address and the direction), 80 the array ReadFlows walks
+// the table into (dump_out: 5,246,976 bytes for 65536).
 const MaxConnectionsLimit = 1 << 24
 
 // Options are the load-time settings of the XDP program.
@@ -118,6 +118,11 @@ type Options struct {
 	// ReadChanged makes ReadChanged available, with a kernel buffer of
 	// min(MaxConnections, MaxChangedRead) entries of 80 bytes.
 	ReadChanged bool
+	// Transmit loads the TC egress program, which counts what the host
+	// sends into the same flow table (FlowKey.Direction Transmit); Attach
+	// then hooks it on each interface's egress too. False: receive only,
+	// as before, and the egress program is not loaded.
+	Transmit bool
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and

@@ -16,7 +16,6 @@ import (
 type xdpflowChangedEntry struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
-	Pad      uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -49,6 +48,7 @@ type xdpflowEvictMsg struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
 	Found    uint32
+	Pad      uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -61,16 +61,18 @@ type xdpflowFlowCounters struct {
 }
 
 type xdpflowFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type xdpflowFlowValue struct {
@@ -82,6 +84,7 @@ type xdpflowFlowValue struct {
 	Dead     uint32
 	Key      xdpflowFlowKey
 	Hash     uint32
+	Pad      uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -112,6 +115,7 @@ const (
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowProgXdpflowChanged    = "xdpflow_changed"
+	xdpflowProgXdpflowEgress     = "xdpflow_egress"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
 	xdpflowVarCidrDaddr          = "cidr_daddr"
@@ -191,6 +195,7 @@ type xdpflowSpecs struct {
 type xdpflowProgramSpecs struct {
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -324,6 +329,7 @@ type xdpflowVariables struct {
 type xdpflowPrograms struct {
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -331,6 +337,7 @@ func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }

@@ -16,7 +16,6 @@ import (
 type floorChangedEntry struct {
 	_        structs.HostLayout
 	Key      floorFlowKey
-	Pad      uint32
 	Counters floorFlowCounters
 }
 
@@ -42,16 +41,18 @@ type floorFlowCounters struct {
 }
 
 type floorFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type floorFlowKey28 struct {
@@ -74,6 +75,7 @@ type floorFlowValue struct {
 	Dead     uint32
 	Key      floorFlowKey
 	Hash     uint32
+	Pad      uint32
 	Counters floorFlowCounters
 }
 
@@ -116,6 +118,7 @@ const (
 	floorProgFloorSmallLookup     = "floor_small_lookup"
 	floorProgXdpflow              = "xdpflow"
 	floorProgXdpflowChanged       = "xdpflow_changed"
+	floorProgXdpflowEgress        = "xdpflow_egress"
 	floorProgXdpflowEvict         = "xdpflow_evict"
 	floorVarAllPorts              = "all_ports"
 	floorVarCidrDaddr             = "cidr_daddr"
@@ -204,6 +207,7 @@ type floorProgramSpecs struct {
 	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowEgress        *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -353,6 +357,7 @@ type floorPrograms struct {
 	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowEgress        *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -368,6 +373,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorSmallLookup,
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }

@@ -16,7 +16,6 @@ import (
 type naiveChangedEntry struct {
 	_        structs.HostLayout
 	Key      naiveFlowKey
-	Pad      uint32
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -40,16 +39,18 @@ type naiveCidrValue struct {
 }
 
 type naiveFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type naiveFlowValue struct {
@@ -61,6 +62,7 @@ type naiveFlowValue struct {
 	Dead     uint32
 	Key      naiveFlowKey
 	Hash     uint32
+	Pad      uint32
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -90,6 +92,7 @@ const (
 	naiveProgNaive              = "naive"
 	naiveProgXdpflow            = "xdpflow"
 	naiveProgXdpflowChanged     = "xdpflow_changed"
+	naiveProgXdpflowEgress      = "xdpflow_egress"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
 	naiveVarAllPorts            = "all_ports"
 	naiveVarCidrDaddr           = "cidr_daddr"
@@ -171,6 +174,7 @@ type naiveProgramSpecs struct {
 	Naive          *ebpf.ProgramSpec `ebpf:"naive"`
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
+	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -313,6 +317,7 @@ type naivePrograms struct {
 	Naive          *ebpf.Program `ebpf:"naive"`
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
+	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -321,6 +326,7 @@ func (p *naivePrograms) Close() error {
 		p.Naive,
 		p.Xdpflow,
 		p.XdpflowChanged,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }
