@@ -166,6 +166,9 @@ func (o Options) validate() error {
 	if o.MaxConnections == 0 || o.MaxConnections > MaxConnectionsLimit {
 		errs = append(errs, fmt.Errorf("max connections %d is out of range (1-%d)", o.MaxConnections, MaxConnectionsLimit))
 	}
+	if o.Transmit && o.StateDir != "" {
+		errs = append(errs, errors.New("transmit counting cannot be combined with a state directory yet: the egress attachment is not pinned (drop one of the two)"))
+	}
 	errs = append(errs, o.validateGrouping())
 	return errors.Join(errs...)
 }
