@@ -311,6 +311,7 @@ func cycleFrame(i, stride int) []byte {
 // unless said otherwise.
 func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
 func benchFrameV6() []byte { return tcp6Frame("2001:db8:100::1", 40000, 8080, 0) }
+
 // benchReplyV4 and benchReplyV6 are the replies to benchFrameV4 and
 // benchFrameV6, which the host sends: the same connections, transmitted.
 func benchReplyV4() []byte { return sent(protoTCP, dstV4, 8080, "198.51.100.1", 40000, 10) }
