@@ -4,7 +4,9 @@ package datapath
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -337,4 +339,94 @@ func TestKeySlotOfTransmitKeys(t *testing.T) {
 	if total != n {
 		t.Errorf("the %d slots hold %d entries, want %d", refresh, total, n)
 	}
+}
+
+// TestConcurrentBothDirections runs the XDP and the egress program from
+// several goroutines at once on the same frames, so that CPUs race to
+// insert and update the receive and the transmit entry of each
+// connection: every packet is counted once, in its direction's entry,
+// and every entry is inserted once.
+func TestConcurrentBothDirections(t *testing.T) {
+	privtest.RequireRoot(t)
+	const (
+		goroutines = 6
+		conns      = 128
+		passes     = 3
+		hot        = 2
+		repeat     = 5000
+	)
+	d := loadDatapath(t, withTransmit(testOptions()))
+	ifindex := loopbackIndex(t)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			<-start
+			// Even goroutines receive the requests, odd ones send the replies.
+			prog, pass, frame := d.Program(), uint32(xdpPass), keyFrame
+			if g%2 == 1 {
+				prog, pass, frame = d.EgressProgram(), tcActUnspec, replyFrame
+			}
+			run := func(i int, repeat uint32) bool {
+				ret, err := runExactly(prog, frame(i), repeat)
+				if err == nil && ret != pass {
+					err = fmt.Errorf("returned %#x, want %#x", ret, pass)
+				}
+				if err != nil {
+					errs <- err
+				}
+				return err == nil
+			}
+			for range passes {
+				for i := range conns {
+					if !run(i, 1) {
+						return
+					}
+				}
+			}
+			for i := range hot {
+				if !run(i, repeat) {
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("run program: %v", err)
+	}
+	flows := readFlows(t, d)
+	if len(flows) != 2*conns {
+		t.Fatalf("got %d entries, want %d", len(flows), 2*conns)
+	}
+	for i := range conns {
+		packets := uint64(goroutines / 2 * passes)
+		if i < hot {
+			packets += goroutines / 2 * repeat
+		}
+		rx := keyOf(i, ifindex)
+		tx := rx
+		tx.Direction = Transmit
+		for _, c := range []struct {
+			key   FlowKey
+			frame []byte
+		}{{rx, keyFrame(i)}, {tx, replyFrame(i)}} {
+			wantBytes := packets * uint64(len(c.frame))
+			if v, ok := flows[c.key]; !ok || v.Packets != packets || v.Bytes != wantBytes {
+				t.Errorf("connection %d %s: %+v (present %v), want %d packets, %d bytes", i, c.key.Direction, v, ok, packets, wantBytes)
+			}
+		}
+	}
+	if st := readStats(t, d); st.NewConnections != 2*conns || st.OverflowPackets != 0 {
+		t.Errorf("stats %+v, want %d new connections and no overflow", st, 2*conns)
+	}
+}
+
+// replyFrame is the reply to keyFrame(i), which the host sends: from local
+// port 8080 to the sender of keyFrame(i).
+func replyFrame(i int) []byte {
+	return sent(protoTCP, dstV4, dport, keyAddr(i), uint16(20000+i), i%50+7)
 }
