@@ -67,7 +67,7 @@ e2e: collector
 ## bench: run the benchmarks (as root; BENCHMARKS.md has the figures): the
 ## datapath's per-packet benchmarks (~2 minutes; each runs its own rounds,
 ## hence -benchtime=1x, and prints a table), then every other package's
-BENCH_DATAPATH := PacketCost|MultiCore|VethThroughput
+BENCH_DATAPATH := PacketCost|MultiCore|VethThroughput|VethTransmit
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH_DATAPATH)' -benchtime=1x ./internal/datapath/
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/internal/datapath$$')

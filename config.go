@@ -35,6 +35,11 @@ type Config struct {
 	Ports []int `mapstructure:"ports"`
 	// Protocols are the transports counted: tcp, udp. Default: [tcp, udp].
 	Protocols []string `mapstructure:"protocols"`
+	// Directions are the directions counted: receive (what arrives, the
+	// XDP program), and transmit (what this host sends, a TC egress
+	// program on the same interfaces). Every series carries
+	// network.io.direction. receive is required. Default: [receive].
+	Directions []string `mapstructure:"directions"`
 	// NewConnectionsPerEvent is N: the kernel asks for a snapshot every N
 	// new connections. Default: 5.
 	NewConnectionsPerEvent int `mapstructure:"new_connections_per_event"`
@@ -143,6 +148,7 @@ func createDefaultConfig() *Config {
 		AttachMode:              "auto",
 		Ports:                   []int{8080},
 		Protocols:               []string{"tcp", "udp"},
+		Directions:              []string{directionReceive},
 		NewConnectionsPerEvent:  5,
 		CollectionInterval:      10 * time.Second,
 		MinSnapshotInterval:     time.Second,
@@ -201,6 +207,7 @@ func (c *Config) Validate() error {
 	if d := duplicates(c.Protocols, strings.ToLower); d != "" {
 		add("protocols: %s listed more than once", d)
 	}
+	errs = append(errs, c.validateDirections()...)
 	if c.NewConnectionsPerEvent < 1 || c.NewConnectionsPerEvent > 1<<20 {
 		add("new_connections_per_event: %d is out of range (1-%d)", c.NewConnectionsPerEvent, 1<<20)
 	}
@@ -228,6 +235,37 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validatePerConnectionMetrics()...)
 	return errors.Join(errs...)
 }
+
+// Values of directions, those of network.io.direction.
+const (
+	directionReceive  = "receive"
+	directionTransmit = "transmit"
+)
+
+// validateDirections checks directions: receive, and transmit if wanted,
+// each once, transmit without a state directory.
+func (c *Config) validateDirections() []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, d := range c.Directions {
+		if d != directionReceive && d != directionTransmit {
+			add("directions: %q is not one of receive, transmit", d)
+		}
+	}
+	if d := duplicates(c.Directions, func(d string) string { return d }); d != "" {
+		add("directions: %s listed more than once", d)
+	}
+	if !slices.Contains(c.Directions, directionReceive) {
+		add("directions: receive is required (the XDP program always counts what arrives): use [receive] or [receive, transmit]")
+	}
+	if c.transmit() && c.StateDirectory != "" {
+		add("directions: transmit cannot be combined with state_directory yet (the egress attachment is not kept there): drop one of the two")
+	}
+	return errs
+}
+
+// transmit reports whether directions asks for transmit counting.
+func (c *Config) transmit() bool { return slices.Contains(c.Directions, directionTransmit) }
 
 // validatePerConnectionMetrics refuses what mdatagen's metrics section
 // offers but the receiver does not do: per-connection series carry every
@@ -310,6 +348,7 @@ func (c *Config) datapathOptions() (datapath.Options, datapath.AttachMode) {
 	c.groupingOptions(&opts)
 	opts.StateDir = c.stateDir
 	opts.TrackChanges = c.ExportChangedOnly
+	opts.Transmit = c.transmit()
 	mode, _ := datapath.ParseAttachMode(c.AttachMode)
 	return opts, mode
 }

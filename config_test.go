@@ -34,6 +34,9 @@ func TestLoadConfig(t *testing.T) {
 	allSet.MaxConnections = 1024
 	allSet.IdleTimeout = time.Minute
 
+	bothDirections := createDefaultConfig()
+	bothDirections.Directions = []string{"receive", "transmit"}
+
 	allPorts := createDefaultConfig()
 	allPorts.Ports = []int{}
 
@@ -56,6 +59,7 @@ func TestLoadConfig(t *testing.T) {
 		{component.MustNewIDWithName(metadata.Type.String(), "all_ports"), allPorts},
 		{component.MustNewIDWithName(metadata.Type.String(), "some_metrics"), someMetrics},
 		{component.MustNewIDWithName(metadata.Type.String(), "grouped"), grouped},
+		{component.MustNewIDWithName(metadata.Type.String(), "both_directions"), bothDirections},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -109,6 +113,16 @@ func TestValidateRejects(t *testing.T) {
 		{"no protocols", func(c *Config) { c.Protocols = nil }, "protocols: at least one of tcp, udp is required"},
 		{"unknown protocol", func(c *Config) { c.Protocols = []string{"sctp"} }, `protocols: "sctp" is not one of tcp, udp`},
 		{"duplicate protocols", func(c *Config) { c.Protocols = []string{"tcp", "TCP"} }, "protocols: tcp listed more than once"},
+		{"unknown direction", func(c *Config) { c.Directions = []string{"receive", "both"} }, `directions: "both" is not one of receive, transmit`},
+		{"duplicate direction", func(c *Config) { c.Directions = []string{"receive", "receive"} }, "directions: receive listed more than once"},
+		{"transmit only", func(c *Config) { c.Directions = []string{"transmit"} },
+			"directions: receive is required (the XDP program always counts what arrives): use [receive] or [receive, transmit]"},
+		{"no directions", func(c *Config) { c.Directions = nil },
+			"directions: receive is required (the XDP program always counts what arrives): use [receive] or [receive, transmit]"},
+		{"transmit with a state directory", func(c *Config) {
+			c.Directions = []string{"receive", "transmit"}
+			c.StateDirectory = "/sys/fs/bpf/xdpflow"
+		}, "directions: transmit cannot be combined with state_directory yet (the egress attachment is not kept there): drop one of the two"},
 		{"N zero", func(c *Config) { c.NewConnectionsPerEvent = 0 }, "new_connections_per_event: 0 is out of range (1-1048576)"},
 		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, "max_connections: 0 is out of range (1-16777216)"},
 		{"max connections too big", func(c *Config) { c.MaxConnections = 1<<24 + 1 }, "max_connections: 16777217 is out of range (1-16777216)"},

@@ -48,6 +48,7 @@ const (
 	attrNetworkTransport        = "network.transport"
 	attrNetworkType             = "network.type"
 	attrInterfaceName           = "network.interface.name"
+	attrNetworkIODirection      = "network.io.direction"
 	attrSourceCIDR              = "xdpflow.source.cidr"
 	attrSourceCIDRName          = "xdpflow.source.cidr.name"
 	attrDestinationCIDR         = "xdpflow.destination.cidr"

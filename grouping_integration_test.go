@@ -63,10 +63,12 @@ func TestIntegrationReceiverGroupsInTheKernel(t *testing.T) {
 	series4 := map[string]any{
 		attrSourceAddress: "198.51.100.0", attrSourceCIDR: "198.51.100.0/24",
 		attrDestinationAddress: netnstest.ReceiverIPv4.String(), attrDestinationPort: int64(ritPort), attrNetworkType: "ipv4",
+		attrNetworkIODirection: directionReceive,
 	}
 	series6 := map[string]any{
 		attrSourceAddress: "fd00:db8::", attrSourceCIDR: "fd00:db8::/64", attrSourceCIDRName: "test-net",
 		attrDestinationAddress: netnstest.ReceiverIPv6.String(), attrDestinationPort: int64(ritPort), attrNetworkType: "ipv6",
+		attrNetworkIODirection: directionReceive,
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

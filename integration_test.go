@@ -130,16 +130,17 @@ type ritConn struct {
 	transport string
 	netType   string
 	iface     string
+	direction string // network.io.direction
 }
 
 func (c ritConn) String() string {
-	return fmt.Sprintf("%s %s [%s]:%d -> %d on %s", c.transport, c.netType, c.addr, c.sport, c.dport, c.iface)
+	return fmt.Sprintf("%s %s %s [%s]:%d -> %d on %s", c.direction, c.transport, c.netType, c.addr, c.sport, c.dport, c.iface)
 }
 
 // ritConnOf is the series of traffic from src:sport to port 8080 arriving
 // on veth-rcv.
 func ritConnOf(transport string, src netip.Addr, sport uint16) ritConn {
-	c := ritConn{addr: src.String(), sport: int64(sport), dport: ritPort, transport: transport, netType: "ipv6", iface: netnstest.ReceiverIface}
+	c := ritConn{addr: src.String(), sport: int64(sport), dport: ritPort, transport: transport, netType: "ipv6", iface: netnstest.ReceiverIface, direction: directionReceive}
 	if src.Is4() {
 		c.netType = "ipv4"
 	}
@@ -309,8 +310,8 @@ func ritDecodeOne(t *testing.T, idx int, md pmetric.Metrics) ritExport {
 
 func ritConnFromAttrs(attrs pcommon.Map) (ritConn, error) {
 	var c ritConn
-	if attrs.Len() != 6 {
-		return c, fmt.Errorf("%d attributes, want 6: %v", attrs.Len(), attrs.AsRaw())
+	if attrs.Len() != 7 {
+		return c, fmt.Errorf("%d attributes, want 7: %v", attrs.Len(), attrs.AsRaw())
 	}
 	str := func(k string, dst *string) bool {
 		v, ok := attrs.Get(k)
@@ -329,7 +330,8 @@ func ritConnFromAttrs(attrs pcommon.Map) (ritConn, error) {
 		return true
 	}
 	if !str(attrSourceAddress, &c.addr) || !num(attrSourcePort, &c.sport) || !num(attrDestinationPort, &c.dport) ||
-		!str(attrNetworkTransport, &c.transport) || !str(attrNetworkType, &c.netType) || !str(attrInterfaceName, &c.iface) {
+		!str(attrNetworkTransport, &c.transport) || !str(attrNetworkType, &c.netType) || !str(attrInterfaceName, &c.iface) ||
+		!str(attrNetworkIODirection, &c.direction) {
 		return c, fmt.Errorf("missing or mistyped attribute: %v", attrs.AsRaw())
 	}
 	return c, nil

@@ -553,7 +553,7 @@ func TestIntegrationReceiverLoopback(t *testing.T) {
 	assert.Empty(t, logs.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zapcore.WarnLevel }).All(), "warnings or errors logged")
 	exports := ritDecode(t, sink.AllMetrics())
 	ritCheckExports(t, exports, began, ended)
-	lo := &iftUDP{conn: ritConn{addr: "127.0.0.1", sport: 40601, dport: ritPort, transport: "udp", netType: "ipv4", iface: "lo"},
+	lo := &iftUDP{conn: ritConn{addr: "127.0.0.1", sport: 40601, dport: ritPort, transport: "udp", netType: "ipv4", iface: "lo", direction: directionReceive},
 		packets: int64(len(sizes)), bytes: int64(wantBytes)}
 	iftCheckFinal(t, "auto mode on lo", exports, lo)
 	t.Logf("auto mode on lo: %s: %s (sent %d datagrams, %d frame bytes), %d exports",

@@ -77,8 +77,8 @@ func generatedMetrics(mbc metadata.MetricsBuilderConfig) pmetric.Metrics {
 	mb := metadata.NewMetricsBuilder(mbc, receivertest.NewNopSettings(metadata.Type))
 	ts := pcommon.NewTimestampFromTime(testEpoch)
 	tcp, ipv4 := metadata.AttributeNetworkTransportTCP, metadata.AttributeNetworkTypeIpv4
-	mb.RecordXdpflowPacketsDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
-	mb.RecordXdpflowBytesDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
+	mb.RecordXdpflowPacketsDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", metadata.AttributeNetworkIoDirectionTransmit, "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
+	mb.RecordXdpflowBytesDataPoint(ts, 1, "198.51.100.0", 40000, "10.244.0.0", 8080, tcp, ipv4, "eth0", metadata.AttributeNetworkIoDirectionTransmit, "198.51.100.0/24", "clients", "10.244.0.0/16", "pods")
 	mb.RecordXdpflowOverflowPacketsDataPoint(ts, 1)
 	mb.RecordXdpflowOverflowBytesDataPoint(ts, 1)
 	mb.RecordXdpflowEventsDroppedDataPoint(ts, 1)

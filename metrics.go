@@ -162,8 +162,8 @@ func (b *metricsBuilder) build(s *snapshot, from, to int) pmetric.Metrics {
 // appendFlows adds connections [from, to) of s to the enabled
 // per-connection metrics.
 func (b *metricsBuilder) appendFlows(ms pmetric.MetricSlice, s *snapshot, from, to int, now pcommon.Timestamp) {
-	packets := newSum(ms, metricPackets, "{packet}", "Packets received per connection.")
-	bytes := newSum(ms, metricBytes, "By", "Bytes received per connection, whole frames from the Ethernet header on.")
+	packets := newSum(ms, metricPackets, "{packet}", "Packets per connection and direction; transmitted, as the wire carries them (a GSO packet as its segments).")
+	bytes := newSum(ms, metricBytes, "By", "Bytes per connection and direction, whole frames from the Ethernet header on; transmitted, as the wire carries them (a GSO packet's headers repeated in each segment).")
 	packets.DataPoints().EnsureCapacity(to - from)
 	bytes.DataPoints().EnsureCapacity(to - from)
 	for i := from; i < to; i++ {
@@ -264,13 +264,14 @@ func (b *metricsBuilder) putFlowAttributes(attrs pcommon.Map, k *datapath.FlowKe
 	if b.dims.Ifindex {
 		attrs.PutStr(attrInterfaceName, b.ifnames[k.Ifindex])
 	}
+	attrs.PutStr(attrNetworkIODirection, k.Direction.String())
 }
 
 // attributeCount is how many attributes a series carries at most: the
-// dimensions kept, network.type, and the prefix and name of each
+// dimensions kept, network.type, network.io.direction, and the prefix and name of each
 // aggregated address.
 func (b *metricsBuilder) attributeCount() int {
-	n := 1 // network.type
+	n := 2 // network.type, network.io.direction
 	for _, kept := range []bool{b.dims.SrcAddr, b.dims.SrcPort, b.dims.DstAddr, b.dims.DstPort, b.dims.Proto, b.dims.Ifindex} {
 		if kept {
 			n++

@@ -114,11 +114,36 @@ func TestDisabledMetricsAreNotEmitted(t *testing.T) {
 	got := metricsByName(b.build(&s, 0, s.flowCount()))
 	require.ElementsMatch(t, []string{metricBytes, metricOverflowPackets, metricEventsDropped}, keysOf(got))
 	require.Equal(t, 1, got[metricBytes].Sum().DataPoints().Len())
-	require.Equal(t, 6, got[metricBytes].Sum().DataPoints().At(0).Attributes().Len())
+	require.Equal(t, 7, got[metricBytes].Sum().DataPoints().At(0).Attributes().Len())
 
 	b.metrics.XdpflowBytes.Enabled = false
 	got = metricsByName(b.build(&s, 0, s.flowCount()))
 	require.ElementsMatch(t, []string{metricOverflowPackets, metricEventsDropped}, keysOf(got))
+}
+
+// TestTransmitAttributes checks that the two directions of one connection
+// carry the same attributes but network.io.direction: the remote side as
+// source.address and source.port, the local port as destination.port, so
+// that one on(...) clause joins them.
+func TestTransmitAttributes(t *testing.T) {
+	b := testBuilder()
+	rx := testKey("198.51.100.1", 40000, 8080, datapath.TCP, 2)
+	tx := rx
+	tx.Direction = datapath.Transmit
+	var flows datapath.FlowTable
+	flows.Append(rx, testValue(3, 300, 1, 2))
+	flows.Append(tx, testValue(5, 5000, 1, 2))
+	s := snapshot{time: testEpoch.Add(10 * time.Second), flows: &flows, evicted: &datapath.FlowTable{}, connections: 2}
+	points := metricsByName(b.build(&s, 0, s.flowCount()))[metricBytes].Sum().DataPoints()
+	require.Equal(t, 2, points.Len())
+	want := map[string]any{"source.address": "198.51.100.1", "source.port": int64(40000), "destination.port": int64(8080),
+		"network.transport": "tcp", "network.type": "ipv4", "network.interface.name": "eth0"}
+	for i, dir := range []string{"receive", "transmit"} {
+		want["network.io.direction"] = dir
+		assert.Equal(t, want, points.At(i).Attributes().AsRaw(), "%s point", dir)
+	}
+	assert.Equal(t, int64(300), points.At(0).IntValue())
+	assert.Equal(t, int64(5000), points.At(1).IntValue())
 }
 
 // Aggregated addresses are exported as their prefix's network address, the
@@ -141,10 +166,10 @@ func TestGroupedAddressAttributes(t *testing.T) {
 	points := b.build(&s, 0, s.flowCount()).ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints()
 	want := []map[string]any{
 		{"source.address": "198.51.100.0", "xdpflow.source.cidr": "198.51.100.0/24", "destination.address": "10.244.0.0",
-			"xdpflow.destination.cidr": "10.244.0.0/16", "xdpflow.destination.cidr.name": "pods", "destination.port": int64(8080), "network.type": "ipv4"},
-		{"xdpflow.source.cidr.name": "other", "destination.address": "198.51.100.2", "destination.port": int64(8080), "network.type": "ipv4"},
+			"xdpflow.destination.cidr": "10.244.0.0/16", "xdpflow.destination.cidr.name": "pods", "destination.port": int64(8080), "network.type": "ipv4", "network.io.direction": "receive"},
+		{"xdpflow.source.cidr.name": "other", "destination.address": "198.51.100.2", "destination.port": int64(8080), "network.type": "ipv4", "network.io.direction": "receive"},
 		{"source.address": "fd00:db8::", "xdpflow.source.cidr": "fd00:db8::/64", "destination.address": "fd00:10::",
-			"xdpflow.destination.cidr": "fd00:10::/56", "destination.port": int64(8080), "network.type": "ipv6"},
+			"xdpflow.destination.cidr": "fd00:10::/56", "destination.port": int64(8080), "network.type": "ipv6", "network.io.direction": "receive"},
 	}
 	require.Equal(t, len(want), points.Len())
 	for i, w := range want {

@@ -28,7 +28,7 @@ func openDatapath(cfg *Config, logger *zap.Logger) (flowSource, error) {
 		if err != nil {
 			return nil, errors.Join(err, dp.Close())
 		}
-		logAttached(logger, iface, used, mode)
+		logAttached(logger, iface, used, mode, dp.EgressHook(iface))
 	}
 	if err := dp.ReleaseStaleLinks(cfg.attachable); err != nil {
 		logger.Warn("Failed to detach an interface an earlier collector attached and this one does not", zap.Error(err))
@@ -57,11 +57,18 @@ func logState(logger *zap.Logger, dir string, st datapath.StateReport) {
 	}
 }
 
-func logAttached(logger *zap.Logger, iface string, used, requested datapath.AttachMode) {
-	logger.Info("XDP program attached",
+// logAttached logs an attachment: the XDP mode used, and with transmit
+// counting the hook of the egress program (tcx or tc).
+func logAttached(logger *zap.Logger, iface string, used, requested datapath.AttachMode, egressHook string) {
+	fields := []zap.Field{
 		zap.String("interface", iface),
 		zap.String("attach_mode", used.String()),
-		zap.String("requested_attach_mode", requested.String()))
+		zap.String("requested_attach_mode", requested.String()),
+	}
+	if egressHook != "" {
+		fields = append(fields, zap.String("egress_hook", egressHook))
+	}
+	logger.Info("XDP program attached", fields...)
 }
 
 // logInterfaceEvent logs what following the interfaces did. A named
@@ -75,7 +82,7 @@ func logInterfaceEvent(logger *zap.Logger, cfg *Config, mode datapath.AttachMode
 		logger.Error("Failed to attach the XDP program to an interface; its traffic is not counted",
 			zap.String("interface", ev.Interface), zap.Error(ev.Err))
 	case ev.Attached:
-		logAttached(logger, ev.Interface, ev.Mode, mode)
+		logAttached(logger, ev.Interface, ev.Mode, mode, ev.EgressHook)
 	case slices.Contains(cfg.namedInterfaces(), ev.Interface):
 		logger.Warn("Interface deleted: its XDP program is gone; counts already made on it are still exported, and the program is attached again when the interface comes back",
 			zap.String("interface", ev.Interface))

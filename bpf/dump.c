@@ -6,7 +6,7 @@
  * key and counters to dump_out, an array as large as the table, which the
  * loader then reads through a memory mapping. It replaces a batch lookup
  * (BPF_MAP_LOOKUP_BATCH), which takes each bucket's lock and copies every
- * whole 88-byte value with its key through the system call: ~4x the cost
+ * whole 96-byte value with its key through the system call: ~4x the cost
  * at 1,000,000 entries (BENCHMARKS.md, "Snapshot and conversion"). A
  * map-element iterator (bpf_iter) needs no array but costs ~150 ns an
  * entry in its own machinery, more than the walk and the read together.
@@ -36,8 +36,7 @@ struct {
 
 /* dump_entry is one element of dump_out. */
 struct dump_entry {
-	struct flow_key key;
-	__u32 pad;
+	struct flow_key key; /* 48 bytes: the counters follow, aligned */
 	struct flow_counters counters;
 };
 

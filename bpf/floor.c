@@ -23,7 +23,7 @@
  *                        (docs/guarantees.md, "What is not checked");
  *   floor_same_key       the same-key floor (issue #13): a minimal IPv4
  *                        parse, not xdpflow's, one lookup of the same
- *                        44-byte key in the same flows map, atomic adds of
+ *                        48-byte key in the same flows map, atomic adds of
  *                        packets and bytes, a store of the coarse clock;
  *   floor_same_key28     the same with the 28-byte key of before the
  *                        grouping, in a table of its own (same value). */

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* xdpflow: count packets and bytes per connection arriving at this host.
+/* xdpflow: count packets and bytes per connection arriving at this host
+ * (the XDP program xdpflow) and, where the loader attaches it, leaving it
+ * (the TC egress program xdpflow_egress).
  *
- * The program never drops or alters a packet: every path returns XDP_PASS.
- * Counting happens only for well-formed IPv4/IPv6 TCP/UDP packets whose
- * transport and destination port pass the load-time filters. */
+ * Neither program drops or alters a packet: every path returns XDP_PASS
+ * or TC_ACT_UNSPEC. Counting happens only for well-formed IPv4/IPv6
+ * TCP/UDP packets whose transport and local port pass the load-time
+ * filters. Both count into one flow table, the direction in the key. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/pkt_cls.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
@@ -32,6 +36,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IP_OFFSET_MASK 0x1fff
 #define IP6_MF_ 0x0001
 #define IP6_OFFSET_MASK 0xfff8
+#define VLAN_HLEN_ 4
+/* Bound on the length a transmitted skb is parsed with: the verifier
+ * accepts packet pointer arithmetic only with a bounded offset. Longer
+ * skbs (BIG TCP) carry an IP length of 0 and are not counted anyway. */
+#define MAX_SKB_LEN 0xfffff
 /* IPv6 extension headers walked before giving up (not counted). */
 #define MAX_IPV6_EXT_HEADERS 8
 /* Lookups of a key that is being evicted (or published) before the packet
@@ -58,7 +67,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define MAX_APPEND_ATTEMPTS 4
 
 /* Load-time settings, set by the loader through spec.Variables. */
-/* Destination port set as a 65536-bit bitmap; ignored when all_ports. */
+/* Local port set as a 65536-bit bitmap (a received packet's destination
+ * port, a transmitted one's source port); ignored when all_ports. */
 volatile const __u64 port_bitmap[1024];
 volatile const __u8 all_ports = 1;
 volatile const __u8 count_tcp = 1;
@@ -227,14 +237,31 @@ static __always_inline int proto_counted(__u8 proto)
 #define WHOLE 1
 #define FIRST_FRAGMENT 0
 
+/* set_ports stores a packet's ports in key: a received packet's source
+ * port is the remote one, a transmitted packet's is the local one (see
+ * struct flow_key). dir is a constant, folded away. */
+static __always_inline void set_ports(struct flow_key *key, int dir, __be16 source, __be16 dest)
+{
+	if (dir == XDPFLOW_DIR_TRANSMIT) {
+		key->sport = bpf_ntohs(dest);
+		key->dport = bpf_ntohs(source);
+	} else {
+		key->sport = bpf_ntohs(source);
+		key->dport = bpf_ntohs(dest);
+	}
+}
+
 /* parse_ports reads the ports of a TCP or UDP header at l4 into key.
  * Returns PARSED_PORTS when the header is valid and ends by ip_end: TCP
  * with a data offset of at least 5 words and its options within this
  * packet (a first fragment must hold the whole TCP header); UDP with a
  * length of at least 8 that, for a whole packet, ends by ip_end. An IPv6
  * UDP length of 0 means "the rest of the payload": the kernel reads it so
- * (the RFC 2675 jumbogram rule, applied at any size). */
-static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, struct flow_key *key, int whole)
+ * (the RFC 2675 jumbogram rule, applied at any size). *hdr_end is set to
+ * the end of the transport header: the headers a GSO packet repeats in
+ * each segment end there. */
+static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, struct flow_key *key, int whole,
+				       int dir, void **hdr_end)
 {
 	if (key->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -242,8 +269,8 @@ static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, s
 			return -1;
 		if (th->doff < 5 || l4 + th->doff * 4 > ip_end)
 			return -1;
-		key->sport = bpf_ntohs(th->source);
-		key->dport = bpf_ntohs(th->dest);
+		set_ports(key, dir, th->source, th->dest);
+		*hdr_end = l4 + th->doff * 4;
 		return PARSED_PORTS;
 	}
 	struct udphdr *uh = l4;
@@ -256,14 +283,31 @@ static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, s
 	} else if (whole && l4 + ulen > ip_end) {
 		return -1;
 	}
-	key->sport = bpf_ntohs(uh->source);
-	key->dport = bpf_ntohs(uh->dest);
+	set_ports(key, dir, uh->source, uh->dest);
+	*hdr_end = uh + 1;
 	return PARSED_PORTS;
 }
 
+/* set_addrs stores a packet's addresses (n bytes each) at offset off of
+ * key's: a received packet's source is the remote side, a transmitted
+ * packet's the local one (see struct flow_key). */
+static __always_inline void set_addrs(struct flow_key *key, int dir, int off, const void *source, const void *dest,
+				      int n)
+{
+	if (dir == XDPFLOW_DIR_TRANSMIT) {
+		__builtin_memcpy(&key->saddr[off], dest, n);
+		__builtin_memcpy(&key->daddr[off], source, n);
+	} else {
+		__builtin_memcpy(&key->saddr[off], source, n);
+		__builtin_memcpy(&key->daddr[off], dest, n);
+	}
+}
+
 /* parse_ipv4 checks what ip_rcv checks of the header's lengths: IHL at
- * least 5, a total length of at least the header, within the frame. */
-static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key *key)
+ * least 5, a total length of at least the header, within the packet
+ * (pkt_end: see parse). */
+static __always_inline int parse_ipv4(void *l3, void *data_end, void *pkt_end, int dir, struct flow_key *key,
+				      void **hdr_end)
 {
 	struct iphdr *iph = l3;
 	if ((void *)(iph + 1) > data_end)
@@ -273,7 +317,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key 
 	__u32 hdr_len = iph->ihl * 4;
 	__u32 tot_len = bpf_ntohs(iph->tot_len);
 	void *ip_end = l3 + tot_len;
-	if (tot_len < hdr_len || ip_end > data_end)
+	if (tot_len < hdr_len || ip_end > pkt_end)
 		return -1;
 	key->proto = iph->protocol;
 	if (!proto_counted(key->proto))
@@ -281,22 +325,24 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct flow_key 
 	key->family = XDPFLOW_FAMILY_IPV4;
 	key->saddr[10] = 0xff;
 	key->saddr[11] = 0xff;
-	__builtin_memcpy(&key->saddr[12], &iph->saddr, 4);
 	key->daddr[10] = 0xff;
 	key->daddr[11] = 0xff;
-	__builtin_memcpy(&key->daddr[12], &iph->daddr, 4);
+	set_addrs(key, dir, 12, &iph->saddr, &iph->daddr, 4);
 	__u16 frag = bpf_ntohs(iph->frag_off);
 	if (frag & IP_OFFSET_MASK)
 		return PARSED_FRAGMENT;
-	return parse_ports(l3 + hdr_len, ip_end, data_end, key, frag & IP_MF_ ? FIRST_FRAGMENT : WHOLE);
+	return parse_ports(l3 + hdr_len, ip_end, data_end, key, frag & IP_MF_ ? FIRST_FRAGMENT : WHOLE, dir,
+			   hdr_end);
 }
 
 /* parse_ipv6 checks what ipv6_rcv checks of the payload length: the
- * packet ends within the frame. A payload length of 0 announces a
- * jumbogram (RFC 2675: above 65535 bytes, its length in a hop-by-hop
- * option), which no standard frame holds: it is not counted, as nothing
- * the program parses ends within a payload of 0 bytes. */
-static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key *key)
+ * packet ends within the frame (pkt_end: see parse). A payload length of
+ * 0 announces a jumbogram (RFC 2675: above 65535 bytes, its length in a
+ * hop-by-hop option; or a BIG TCP packet on transmit), which no standard
+ * frame holds: it is not counted, as nothing the program parses ends
+ * within a payload of 0 bytes. */
+static __always_inline int parse_ipv6(void *l3, void *data_end, void *pkt_end, int dir, struct flow_key *key,
+				      void **hdr_end)
 {
 	struct ipv6hdr *ip6h = l3;
 	if ((void *)(ip6h + 1) > data_end)
@@ -304,10 +350,9 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 	if (ip6h->version != 6)
 		return -1;
 	void *ip_end = (void *)(ip6h + 1) + bpf_ntohs(ip6h->payload_len);
-	if (ip_end > data_end)
+	if (ip_end > pkt_end)
 		return -1;
-	__builtin_memcpy(key->saddr, &ip6h->saddr, 16);
-	__builtin_memcpy(key->daddr, &ip6h->daddr, 16);
+	set_addrs(key, dir, 0, &ip6h->saddr, &ip6h->daddr, 16);
 	key->family = XDPFLOW_FAMILY_IPV6;
 
 	void *cursor = ip6h + 1;
@@ -322,7 +367,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 			key->proto = nexthdr;
 			if (!proto_counted(nexthdr))
 				return -1;
-			return parse_ports(cursor, ip_end, data_end, key, whole);
+			return parse_ports(cursor, ip_end, data_end, key, whole, dir, hdr_end);
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS: {
@@ -370,11 +415,15 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct flow_key 
 	return -1; /* too many extension headers */
 }
 
-/* parse fills key from the frame. Returns 0 when the packet is counted. */
-static __always_inline int parse(struct xdp_md *ctx, struct flow_key *key)
+/* parse_packet fills key from the frame at data, read up to data_end, for a
+ * packet of direction dir. pkt_end is where the packet ends, for the
+ * length checks: data_end for XDP, past it for an skb whose data is not
+ * all in its linear part (a GSO packet's payload is in pages). Returns 0
+ * when the packet is counted; then *hdr_end is the end of the transport
+ * header, unless the packet is a non-first fragment. */
+static __always_inline int parse_packet(void *data, void *data_end, void *pkt_end, int dir, struct flow_key *key,
+					void **hdr_end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return -1;
@@ -397,9 +446,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct flow_key *key)
 
 	int res;
 	if (proto == bpf_htons(ETH_P_IP))
-		res = parse_ipv4(cursor, data_end, key);
+		res = parse_ipv4(cursor, data_end, pkt_end, dir, key, hdr_end);
 	else if (proto == bpf_htons(ETH_P_IPV6))
-		res = parse_ipv6(cursor, data_end, key);
+		res = parse_ipv6(cursor, data_end, pkt_end, dir, key, hdr_end);
 	else
 		return -1;
 	if (res == PARSED_FRAGMENT)
@@ -514,11 +563,12 @@ static __always_inline void state_clear(struct flow_value *v, __u32 bits)
 	barrier_var(old);
 }
 
-/* count_in adds one packet to v's counters. Its caller holds a pin or the
- * lock, and other CPUs may hold pins too: hence atomic adds. */
-static __always_inline void count_in(struct flow_value *v, __u64 len, __u64 now)
+/* count_in adds a packet (packets on the wire, len bytes) to v's
+ * counters. Its caller holds a pin or the lock, and other CPUs may hold
+ * pins too: hence atomic adds. */
+static __always_inline void count_in(struct flow_value *v, __u64 packets, __u64 len, __u64 now)
 {
-	__sync_fetch_and_add(&v->counters.packets, 1);
+	__sync_fetch_and_add(&v->counters.packets, packets);
 	__sync_fetch_and_add(&v->counters.bytes, len);
 	v->counters.last_seen_ns = now;
 }
@@ -642,13 +692,14 @@ static __always_inline void append_changed(const struct flow_key *key, __u64 e)
 
 /* add_locked is add() under v's lock, for a packet that lost the race for
  * a pin (see "Lossless eviction"). */
-static __always_inline int add_locked(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
+static __always_inline int add_locked(struct flow_value *v, const struct flow_key *key, __u64 packets, __u64 len,
+				      __u64 now)
 {
 	int added = 0;
 	__u64 changed = 0;
 	bpf_spin_lock(&v->lock);
 	if (!(state_read(v) & STATE_NOT_LIVE) && same_key(&v->key, key)) {
-		count_in(v, len, now);
+		count_in(v, packets, len, now);
 		if (track_changes)
 			changed = mark_changed(v);
 		added = 1;
@@ -663,19 +714,20 @@ static __always_inline int add_locked(struct flow_value *v, const struct flow_ke
  * eviction"): under a pin taken from a live state without pins (the
  * common case), or from the live state that attempt found, else under
  * the lock. */
-static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 len, __u64 now)
+static __always_inline int add(struct flow_value *v, const struct flow_key *key, __u64 packets, __u64 len,
+			       __u64 now)
 {
 	__u32 s = __sync_val_compare_and_swap(&v->dead, 0, 1);
 	if (s != 0) {
 		if (s & STATE_NOT_LIVE)
 			return 0;
 		if (__sync_val_compare_and_swap(&v->dead, s, s + 1) != s)
-			return add_locked(v, key, len, now);
+			return add_locked(v, key, packets, len, now);
 	}
 	int added = same_key(&v->key, key);
 	__u64 changed = 0;
 	if (added) {
-		count_in(v, len, now);
+		count_in(v, packets, len, now);
 		if (track_changes)
 			changed = mark_changed(v);
 	}
@@ -701,13 +753,13 @@ static __always_inline __u32 key_hash(const struct flow_key *key)
 
 /* insert adds key's entry with this first packet, if key has none. The
  * entry is not live until publish(). */
-static __always_inline long insert(struct flow_key *key, __u64 len, __u64 now)
+static __always_inline long insert(struct flow_key *key, __u64 packets, __u64 len, __u64 now)
 {
 	struct flow_value init = {
 		.dead = STATE_NEW,
 		.key = *key,
 		.counters = {
-			.packets = 1,
+			.packets = packets,
 			.bytes = len,
 			.first_seen_ns = now,
 			.last_seen_ns = now,
@@ -749,14 +801,16 @@ static __always_inline void mark_full(__u64 generation)
 		full_mark = generation + 1;
 }
 
-/* count adds one packet to key's entry, inserting it if needed.
+/* count adds a packet (packets on the wire, len bytes) to key's entry,
+ * inserting it if needed. Both programs count through it: the XDP
+ * program with packets 1, a constant folded away.
  *
  * No packet is lost to a race: an insert that finds the key already there
  * (EEXIST) looks it up again, and so does a packet that meets its entry
  * being evicted (see "Lossless eviction"). Whatever cannot be stored in
  * the table (full, or still being evicted after MAX_COUNT_ATTEMPTS) is
  * added to the overflow counters. */
-static __always_inline void count(struct flow_key *key, __u64 len)
+static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len)
 {
 	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
 	 * precise one, and is precise enough for first and last seen. */
@@ -771,7 +825,7 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 	for (int attempt = 0; attempt < MAX_COUNT_ATTEMPTS; attempt++) {
 		struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 		if (v) {
-			if (add(v, key, len, now))
+			if (add(v, key, packets, len, now))
 				return;
 			evicting = 1;
 			continue; /* being evicted or published, or reused for another key */
@@ -779,7 +833,7 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 		__u64 generation = *(volatile __u64 *)&evictions;
 		if (!evicting && table_full(generation))
 			break;
-		long err = insert(key, len, now);
+		long err = insert(key, packets, len, now);
 		if (err == 0) {
 			publish(key);
 			on_new_connection(now);
@@ -790,7 +844,7 @@ static __always_inline void count(struct flow_key *key, __u64 len)
 		if (err != -EEXIST)
 			break; /* full, or the bucket lock failed */
 	}
-	stat_add(STAT_OVERFLOW_PACKETS, 1);
+	stat_add(STAT_OVERFLOW_PACKETS, packets);
 	stat_add(STAT_OVERFLOW_BYTES, len);
 }
 
@@ -865,15 +919,49 @@ static __always_inline void group(struct flow_key *key)
 		key->ifindex = 0;
 }
 
-/* parse_key fills key, padding zeroed, from the frame and the interface it
- * arrived on, then groups it. Returns 0 when the packet is counted. */
-static __always_inline int parse_key(struct xdp_md *ctx, struct flow_key *key)
+/* packet_key fills key, padding zeroed, from the frame (see
+ * parse_packet), without the interface: the caller reads that from its
+ * context after the parse and then groups the key (finish_key). Reading
+ * it before would keep it in a register through the parse, which doubles
+ * the states the verifier walks. Returns 0 when the packet is counted. */
+static __always_inline int packet_key(void *data, void *data_end, void *pkt_end, int dir, struct flow_key *key,
+				      void **hdr_end)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	if (parse(ctx, key) != 0)
+	if (parse_packet(data, data_end, pkt_end, dir, key, hdr_end) != 0)
 		return -1;
-	key->ifindex = ctx->ingress_ifindex;
+	key->direction = dir;
+	return 0;
+}
+
+/* finish_key sets the interface the packet arrived on or leaves by, and
+ * groups the key. */
+static __always_inline void finish_key(struct flow_key *key, __u32 ifindex)
+{
+	key->ifindex = ifindex;
 	group(key);
+}
+
+/* parse and parse_key are parse_packet and packet_key for a received
+ * frame, as the benchmark programs (bpf/naive.c, bpf/floor.c) call them:
+ * parse fills key from the frame, ungrouped, without the interface and
+ * direction. */
+static __always_inline __attribute__((unused)) int parse(struct xdp_md *ctx, struct flow_key *key)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *hdr_end;
+	return parse_packet(data, data_end, data_end, XDPFLOW_DIR_RECEIVE, key, &hdr_end);
+}
+
+static __always_inline int parse_key(struct xdp_md *ctx, struct flow_key *key)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *hdr_end;
+	if (packet_key(data, data_end, data_end, XDPFLOW_DIR_RECEIVE, key, &hdr_end) != 0)
+		return -1;
+	finish_key(key, ctx->ingress_ifindex);
 	return 0;
 }
 
@@ -882,8 +970,61 @@ int xdpflow(struct xdp_md *ctx)
 {
 	struct flow_key key;
 	if (parse_key(ctx, &key) == 0)
-		count(&key, ctx->data_end - ctx->data);
+		count(&key, 1, ctx->data_end - ctx->data);
 	return XDP_PASS;
+}
+
+/* Transmit
+ *
+ * xdpflow_egress sees what this host sends where the stack hands it to the
+ * interface's TC egress hook: before a GSO packet (TSO, UDP GSO) is cut
+ * into the segments the wire carries, before the driver inserts a VLAN
+ * tag it was handed out of band, and after IP fragmentation. It counts
+ * what the wire carries: a GSO packet as its segments (gso_segs, or the
+ * payload divided by gso_size where the stack left gso_segs 0), each with
+ * the headers up to the end of the transport header repeated, plus 4
+ * bytes a segment for an out-of-band VLAN tag. A segment of a TCP GSO
+ * packet carries the same headers with the same options, so the bytes are
+ * exact; a packet the driver or a later hook changes (a tunnel, a VLAN
+ * device below) is counted as it was here.
+ *
+ * The headers must be in the skb's linear part, as the stack puts them
+ * for what it sends; the length checks use the whole skb (skb->len). */
+
+/* wire_packets returns how many packets an skb of len bytes, whose
+ * repeated headers are hdr_len bytes, is on the wire. */
+static __always_inline __u32 wire_packets(struct __sk_buff *skb, __u32 len, __u32 hdr_len)
+{
+	__u32 size = skb->gso_size;
+	if (size == 0)
+		return 1;
+	__u32 segs = skb->gso_segs;
+	if (segs == 0 && len > hdr_len)
+		segs = (len - hdr_len + size - 1) / size;
+	return segs ? segs : 1;
+}
+
+SEC("tc")
+int xdpflow_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 len = skb->len;
+	if (len > MAX_SKB_LEN)
+		return TC_ACT_UNSPEC;
+	struct flow_key key;
+	void *hdr_end = data;
+	if (packet_key(data, data_end, data + len, XDPFLOW_DIR_TRANSMIT, &key, &hdr_end) != 0)
+		return TC_ACT_UNSPEC;
+	finish_key(&key, skb->ifindex);
+	/* A non-first fragment leaves hdr_end at data: it is never GSO. */
+	__u32 hdr_len = hdr_end - data;
+	__u32 packets = wire_packets(skb, len, hdr_len);
+	__u64 bytes = len + (__u64)(packets - 1) * hdr_len;
+	if (skb->vlan_present)
+		bytes += (__u64)packets * VLAN_HLEN_;
+	count(&key, packets, bytes);
+	return TC_ACT_UNSPEC;
 }
 
 /* mark_dead marks v dead if it is live and holds key, with v's lock held:

@@ -55,10 +55,11 @@ var groupingSources = []netip.Addr{
 }
 
 // groupingAttributes are the attributes of every exported series:
-// those configured, network.type, and the source prefix.
+// those configured, network.type, network.io.direction and the source
+// prefix.
 var groupingAttributes = []string{
 	"source.address", "xdpflow.source.cidr", "destination.port",
-	"network.transport", "network.type", "network.interface.name",
+	"network.transport", "network.type", "network.interface.name", "network.io.direction",
 }
 
 // groupedAgentConfig is collector A: the xdpflow receiver on the receiver

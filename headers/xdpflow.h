@@ -15,18 +15,31 @@
 #define XDPFLOW_PREFIX_WHOLE 0    /* the whole address */
 #define XDPFLOW_PREFIX_OTHER 0xff /* outside every CIDR, address zeroed */
 
-/* flow_key identifies one series: a connection arriving at this host, or
- * the connections that share the fields kept by the load-time dimensions
- * (the others are zeroed) and their aggregated addresses. */
+/* Values of flow_key.direction. */
+#define XDPFLOW_DIR_RECEIVE 0  /* counted by the XDP program */
+#define XDPFLOW_DIR_TRANSMIT 1 /* counted by the TC egress program */
+
+/* flow_key identifies one series: one direction of a connection of this
+ * host, or the connections that share the fields kept by the load-time
+ * dimensions (the others are zeroed) and their aggregated addresses.
+ *
+ * The sides are named as a received packet names them, in both
+ * directions: "source" is the remote side and "destination" this host's.
+ * A transmitted packet's destination address and port are stored in
+ * saddr and sport, its source address and port in daddr and dport. So the
+ * port filter, the dimensions and the aggregation mean the same side in
+ * both directions, and the two directions of one connection differ only
+ * in direction. */
 struct flow_key {
-	/* Source and destination addresses. IPv4 is stored IPv4-mapped
-	 * (::ffff:a.b.c.d). */
+	/* Remote (source) and local (destination) addresses. IPv4 is stored
+	 * IPv4-mapped (::ffff:a.b.c.d). */
 	__u8 saddr[16];
 	__u8 daddr[16];
-	/* Interface the packet arrived on. */
+	/* Interface the packet arrived on or leaves by. */
 	__u32 ifindex;
-	/* Ports in host byte order. Both are 0 for a non-first fragment,
-	 * whose transport header is in an earlier packet. */
+	/* Remote and local ports in host byte order. Both are 0 for a
+	 * non-first fragment, whose transport header is in an earlier
+	 * packet. */
 	__u16 sport;
 	__u16 dport;
 	/* IPPROTO_TCP or IPPROTO_UDP. */
@@ -38,6 +51,10 @@ struct flow_key {
 	 * aggregated to, XDPFLOW_PREFIX_WHOLE or XDPFLOW_PREFIX_OTHER. */
 	__u8 sprefix;
 	__u8 dprefix;
+	/* XDPFLOW_DIR_RECEIVE or XDPFLOW_DIR_TRANSMIT. */
+	__u8 direction;
+	/* Zero: explicit, so the key has no implicit padding. */
+	__u8 pad[3];
 };
 
 /* cidr_key and cidr_value are an entry of the cidrs LPM trie: a named
@@ -57,9 +74,13 @@ struct cidr_value {
 
 /* flow_counters are the counts of one connection. */
 struct flow_counters {
+	/* Received: frames as XDP sees them. Transmitted: packets on the
+	 * wire, a GSO packet counting as the segments it is cut into. */
 	__u64 packets;
-	/* Frame bytes as seen by XDP: from the Ethernet header to the end of
-	 * the payload (no FCS). */
+	/* Frame bytes from the Ethernet header to the end of the payload (no
+	 * FCS): received, as XDP sees them; transmitted, as the wire carries
+	 * them, with the headers of a GSO packet repeated in each segment
+	 * and a VLAN tag the driver inserts (bpf/xdpflow.c, "Transmit"). */
 	__u64 bytes;
 	/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the first
 	 * and the latest packet. */
@@ -89,6 +110,7 @@ struct flow_value {
 	 * (export_changed_only): xdpflow_changed picks the refresh share
 	 * by it without hashing every key of the table. */
 	__u32 hash;
+	__u32 pad;
 	/* The epoch in which a packet last marked the entry changed, when
 	 * the loader asks for change tracking (export_changed_only): an
 	 * entry whose epoch is not the current one is appended to the
@@ -106,6 +128,7 @@ struct evict_msg {
 	/* 1: evicted, counters are final. 0: not in the table, or not
 	 * evictable now (packets held pins too long): still in the table. */
 	__u32 found;
+	__u32 pad;
 	struct flow_counters counters;
 };
 
@@ -131,7 +154,6 @@ struct changed_msg {
 /* changed_entry is one element of changed_out. */
 struct changed_entry {
 	struct flow_key key;
-	__u32 pad;
 	struct flow_counters counters;
 };
 

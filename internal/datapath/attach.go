@@ -19,6 +19,7 @@ type attachment struct {
 	link    link.Link
 	ifindex int
 	mode    AttachMode
+	egress  *egressLink // with Options.Transmit
 }
 
 // Attach attaches the program to the interface named iface, in the calling
@@ -28,6 +29,9 @@ type attachment struct {
 // It uses a bpf_link, so the program is detached when the process exits,
 // however it exits. An interface that already has an XDP program is an
 // error, and the other program is left untouched.
+//
+// With Options.Transmit it attaches the egress program too (EgressHook
+// says where), or neither.
 func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -70,7 +74,13 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 					return 0, errors.Join(fmt.Errorf("attach xdp to %s: pin the link in the state directory: %w", iface, err), l.Close())
 				}
 			}
-			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m}
+			var egress *egressLink
+			if d.objs.XdpflowEgress != nil {
+				if egress, err = attachEgress(iface, ifc.Index, d.objs.XdpflowEgress); err != nil {
+					return 0, errors.Join(err, l.Unpin(), l.Close())
+				}
+			}
+			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m, egress: egress}
 			d.names[ifc.Index] = iface
 			return m, nil
 		}
@@ -134,12 +144,19 @@ func detachLink(iface string, a *attachment) error {
 }
 
 // closeLink releases the link: the program is detached unless the link
-// is pinned in a state directory.
+// is pinned in a state directory. The egress program, never pinned, is
+// detached.
 func closeLink(iface string, a *attachment) error {
-	if err := a.link.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("detach xdp from %s: %w", iface, err)
+	var errs []error
+	if a.egress != nil {
+		if err := a.egress.close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach from %s: %w", iface, err))
+		}
 	}
-	return nil
+	if err := a.link.Close(); err != nil && !errors.Is(err, unix.ENODEV) {
+		errs = append(errs, fmt.Errorf("detach xdp from %s: %w", iface, err))
+	}
+	return errors.Join(errs...)
 }
 
 // Attached returns the attached interfaces by name with their ifindex.

@@ -109,10 +109,36 @@ func benchRunLocked(prog *ebpf.Program, frame []byte, repeat int) (float64, erro
 	if err != nil {
 		return 0, err
 	}
-	if ret != xdpPass {
-		return 0, fmt.Errorf("program returned %d, want XDP_PASS", ret)
+	if want := passCode(prog); ret != want {
+		return 0, fmt.Errorf("program returned %#x, want %#x (XDP_PASS or TC_ACT_UNSPEC)", ret, want)
 	}
 	return float64(d.Nanoseconds()), nil
+}
+
+// passCode is what prog returns for a packet it lets through unchanged:
+// TC_ACT_UNSPEC for a TC program, XDP_PASS for an XDP one.
+func passCode(prog *ebpf.Program) uint32 {
+	if prog.Type() == ebpf.SchedCLS {
+		return tcActUnspec
+	}
+	return xdpPass
+}
+
+// emptyTCProgram returns a TC program that only returns TC_ACT_UNSPEC:
+// the baseline of the egress cases.
+func emptyTCProgram(tb testing.TB) *ebpf.Program {
+	tb.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "tc_empty",
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+	})
+	if err != nil {
+		tb.Fatalf("load empty TC program: %v", err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
 }
 
 // emptyProgram returns an XDP program that only returns XDP_PASS.
@@ -293,6 +319,15 @@ func cycleFrame(i, stride int) []byte {
 // unless said otherwise.
 func benchFrameV4() []byte { return tcp4Frame("198.51.100.1", 40000, 8080, 10) }
 func benchFrameV6() []byte { return tcp6Frame("2001:db8:100::1", 40000, 8080, 0) }
+
+// benchReplyV4 and benchReplyV6 are the replies to benchFrameV4 and
+// benchFrameV6, which the host sends: the same connections, transmitted.
+func benchReplyV4() []byte { return sent(protoTCP, dstV4, 8080, "198.51.100.1", 40000, 10) }
+func benchReplyV6() []byte { return sent(protoTCP, dstV6, 8080, "2001:db8:100::1", 40000, 0) }
+
+// benchReplyOther is benchReplyV4 from a local port not counted.
+func benchReplyOther() []byte { return sent(protoTCP, dstV4, 9090, "198.51.100.1", 40000, 10) }
+
 func benchFrameVLAN() []byte {
 	return ether(etherTypeIPv4, ipv4{src: addr("198.51.100.2"), dst: addr(dstV4), proto: protoTCP}.packet(l4(protoTCP, 40000, 8080, 6)), vlan{etherTypeVLAN, 100})
 }
@@ -466,13 +501,18 @@ func BenchmarkPacketCost(b *testing.B) {
 		return func() (float64, error) { return benchRun(p, frame, repeat) }
 	}
 
-	// Hit path: a half-full table holding the three connections measured.
-	d := datapathFor(b, benchOptions())
+	// Hit path: a half-full table holding the three connections measured,
+	// and two of them transmitted.
+	d := datapathFor(b, withTransmit(benchOptions()))
 	step.fill(b, d.Program())
 	for _, f := range [][]byte{benchFrameV4(), benchFrameV6(), benchFrameVLAN()} {
 		runFrame(b, d, f)
 	}
+	for _, f := range [][]byte{benchReplyV4(), benchReplyV6()} {
+		runEgress(b, d, f, nil)
+	}
 	hitStats := readStats(b, d)
+	emptyTC := emptyTCProgram(b)
 
 	// The same with change tracking (export_changed_only): the connection
 	// measured is listed by its first packet, as a busy connection is in
@@ -599,6 +639,10 @@ func BenchmarkPacketCost(b *testing.B) {
 		{name: "hit-ipv6", what: "ours, existing connection, IPv6 TCP", run: bench(d.Program(), benchFrameV6())},
 		{name: "hit-vlan", what: "ours, existing connection, 802.1Q IPv4 TCP", run: bench(d.Program(), benchFrameVLAN())},
 		{name: "hit-ipv4-changed", what: "hit-ipv4 with TrackChanges (export_changed_only), the entry listed in this epoch", run: bench(tracked.Program(), benchFrameV4()), base: "hit-ipv4"},
+		{name: "empty-tc", what: "TC_ACT_UNSPEC only (the baseline of the egress cases)", run: bench(emptyTC, benchReplyV4())},
+		{name: "egress-other-port", what: "ours on egress, local port not counted: parse + port filter", run: bench(d.EgressProgram(), benchReplyOther()), base: "empty-tc"},
+		{name: "egress-hit-ipv4", what: "ours on egress, existing connection, IPv4 TCP", run: bench(d.EgressProgram(), benchReplyV4()), base: "empty-tc"},
+		{name: "egress-hit-ipv6", what: "ours on egress, existing connection, IPv6 TCP", run: bench(d.EgressProgram(), benchReplyV6()), base: "empty-tc"},
 		{name: "insert", what: fmt.Sprintf("ours, new connection (%d per fresh table, stepper subtracted)", inserts), run: insertOurs},
 		{name: "insert-changed", what: "the same with TrackChanges: each new entry listed", run: insertTracked, base: "insert"},
 		{name: "insert-no-events", what: "the same, trigger events off (N = 2^31)", run: insertNoEvents},

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,7 +83,7 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		loadOpts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.StateDir}}
 	}
-	if err := spec.LoadAndAssign(&d.objs, loadOpts); err != nil {
+	if err := loadObjects(spec, &d.objs, opts.Transmit, loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			if missing := missingCapabilities(); len(missing) > 0 {
@@ -111,6 +112,34 @@ func Load(opts Options) (*Datapath, error) {
 	d.wg.Add(1)
 	go d.readEvents()
 	return d, nil
+}
+
+// loadObjects loads spec into objs: every map and variable, and every
+// program but the egress one unless transmit, so that a receive-only
+// datapath loads (and has the verifier check) nothing it does not run.
+// LoadAndAssign cannot leave out a program objs has a field for.
+func loadObjects(spec *ebpf.CollectionSpec, objs *xdpflowObjects, transmit bool, opts *ebpf.CollectionOptions) error {
+	if !transmit {
+		delete(spec.Programs, xdpflowProgXdpflowEgress)
+	}
+	if opts == nil {
+		opts = &ebpf.CollectionOptions{}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	if err != nil {
+		return err
+	}
+	defer coll.Close() // whatever objs did not take
+	if err := errors.Join(coll.Assign(&objs.xdpflowMaps), coll.Assign(&objs.xdpflowVariables)); err != nil {
+		return err
+	}
+	progs := reflect.ValueOf(&objs.xdpflowPrograms).Elem()
+	for i := range progs.NumField() {
+		if p := coll.DetachProgram(progs.Type().Field(i).Tag.Get("ebpf")); p != nil {
+			progs.Field(i).Set(reflect.ValueOf(p))
+		}
+	}
+	return nil
 }
 
 // configure writes opts into the spec's load-time constants and map sizes.
@@ -215,6 +244,11 @@ func (d *Datapath) State() StateReport {
 
 // Program returns the loaded XDP program, e.g. for BPF_PROG_TEST_RUN.
 func (d *Datapath) Program() *ebpf.Program { return d.objs.Xdpflow }
+
+// EgressProgram returns the loaded TC egress program, which counts what
+// the host transmits into the same flow table, e.g. for
+// BPF_PROG_TEST_RUN; nil unless Options.Transmit.
+func (d *Datapath) EgressProgram() *ebpf.Program { return d.objs.XdpflowEgress }
 
 // Close stops Follow, detaches the program from every interface (with a
 // state directory, the pinned attachments stay and go on counting) and

@@ -26,7 +26,7 @@ const dumpEntrySize = int(unsafe.Sizeof(xdpflowDumpDumpEntry{}))
 // (bpf/dump.c): one walk of the table in the kernel copies every live
 // entry's key and counters to the array dump_out, which the process
 // reads through a memory mapping. It costs dumpEntrySize bytes of kernel
-// memory per entry of the table's capacity, beside the table's ~200.
+// memory per entry of the table's capacity, beside the table's 208.
 type dumper struct {
 	objs xdpflowDumpObjects
 	// buckets is the number of buckets the walk visits: the kernel

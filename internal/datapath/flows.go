@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net/netip"
 )
 
@@ -18,17 +19,50 @@ const (
 	PrefixOther = 0xff
 )
 
-// FlowKey identifies one series: a connection, or the connections that
-// share the fields the dimensions keep (Options.Dimensions; the others are
-// zero) and their aggregated addresses. Its layout mirrors struct flow_key
-// in headers/xdpflow.h byte for byte (checked by a test).
+// Direction is the way the packets of a series went: Receive or Transmit.
+type Direction uint8
+
+// Values of FlowKey.Direction (XDPFLOW_DIR_* in headers/xdpflow.h).
+const (
+	// Receive: packets arriving at the interface, counted by XDP.
+	Receive Direction = 0
+	// Transmit: packets leaving by the interface, counted on TC egress.
+	Transmit Direction = 1
+)
+
+// String returns receive or transmit, the values of the semantic
+// conventions' network.io.direction.
+func (d Direction) String() string {
+	switch d {
+	case Receive:
+		return "receive"
+	case Transmit:
+		return "transmit"
+	}
+	return fmt.Sprintf("Direction(%d)", uint8(d))
+}
+
+// FlowKey identifies one series: one direction of a connection, or the
+// connections that share the fields the dimensions keep
+// (Options.Dimensions; the others are zero) and their aggregated
+// addresses. Its layout mirrors struct flow_key in headers/xdpflow.h byte
+// for byte (checked by a test).
+//
+// The sides are named as a received packet names them, in both
+// directions: Src* is the remote side, Dst* this host's. A transmitted
+// packet's destination is in SrcAddr and SrcPort, its source in DstAddr
+// and DstPort, so that the two directions of one connection differ only in
+// Direction, and the port filter, dimensions and aggregation apply to the
+// same side in both.
 type FlowKey struct {
-	// SrcAddr and DstAddr are the addresses; IPv4 is stored IPv4-mapped.
+	// SrcAddr and DstAddr are the remote and local addresses; IPv4 is
+	// stored IPv4-mapped.
 	SrcAddr [16]byte
 	DstAddr [16]byte
-	// Ifindex is the interface the packets arrived on.
+	// Ifindex is the interface the packets arrived on or left by.
 	Ifindex uint32
-	// SrcPort and DstPort are 0 for non-first fragments.
+	// SrcPort and DstPort are the remote and local ports, 0 for
+	// non-first fragments.
 	SrcPort uint16
 	DstPort uint16
 	// Proto is the transport protocol number.
@@ -40,6 +74,11 @@ type FlowKey struct {
 	// 32 or 128) or no address (PrefixOther).
 	SrcPrefix uint8
 	DstPrefix uint8
+	// Direction is Receive or Transmit.
+	Direction Direction
+	// struct flow_key's explicit padding, always zero: blank, so that
+	// keys compare without it and batch lookups fill it in place.
+	_ [3]byte
 }
 
 // Source returns the source address, unmapped for IPv4.
@@ -60,8 +99,12 @@ func (k FlowKey) addr(b [16]byte) netip.Addr {
 // without the lock, eviction flag and key copy of the kernel's value,
 // which would take 56 more bytes per connection of every table read.
 type FlowValue struct {
+	// Packets counts frames: received, as XDP sees them; transmitted, as
+	// the wire carries them (a GSO packet as its segments).
 	Packets uint64
-	// Bytes counts whole frames from the Ethernet header on, without FCS.
+	// Bytes counts whole frames from the Ethernet header on, without FCS;
+	// transmitted, with a GSO packet's headers repeated in each segment
+	// and a VLAN tag the driver inserts.
 	Bytes uint64
 	// FirstSeenNs and LastSeenNs are kernel CLOCK_MONOTONIC_COARSE nanoseconds; convert
 	// them with ClockOffset.Wall.

@@ -23,7 +23,10 @@ type InterfaceEvent struct {
 	// and its attachment released, or when attaching failed (Err).
 	Attached bool
 	Mode     AttachMode
-	Err      error
+	// EgressHook is where the egress program was attached with it
+	// (Datapath.EgressHook); empty without Options.Transmit.
+	EgressHook string
+	Err        error
 }
 
 // resubscribeDelay spaces out new link subscriptions after one failed (the
@@ -154,7 +157,7 @@ func (d *Datapath) onLinkUpdate(u netlink.LinkUpdate, ns netns.NsHandle, match f
 	if err != nil {
 		failed[name] = index
 	}
-	report(InterfaceEvent{Interface: name, Attached: err == nil, Mode: used, Err: err})
+	report(InterfaceEvent{Interface: name, Attached: err == nil, Mode: used, EgressHook: d.EgressHook(name), Err: err})
 }
 
 // attachedIndex returns the ifindex name is attached at, or 0.

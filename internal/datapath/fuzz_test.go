@@ -31,15 +31,18 @@ func fuzzOptions() Options {
 		Protocols:              []Protocol{TCP, UDP},
 		NewConnectionsPerEvent: 1 << 20,
 		MaxConnections:         64,
+		Transmit:               true,
 	}
 }
 
-// FuzzParser runs the program on arbitrary frames with BPF_PROG_TEST_RUN
-// and checks it against refParse, a Go parser written from the rules in
-// the README and the parse comments, not from the C code: the program
-// must always return XDP_PASS, and the flow table must afterwards hold
-// nothing when refParse says the frame is not counted, else exactly
-// refParse's key with one packet of len(frame) bytes.
+// FuzzParser runs the XDP program and the TC egress program on arbitrary
+// frames with BPF_PROG_TEST_RUN and checks them against refParse, a Go
+// parser written from the rules in the README and the parse comments, not
+// from the C code: the programs must always return XDP_PASS and
+// TC_ACT_UNSPEC, and the flow table must afterwards hold nothing when
+// refParse says the frame is not counted, else exactly refParse's key
+// (its mirror, refTransmit, for the egress program) with one packet of
+// len(frame) bytes.
 //
 // One datapath serves every input: the table is empty before each run,
 // and the key a run inserted is evicted after it. Inputs shorter than an
@@ -56,48 +59,76 @@ func FuzzParser(f *testing.F) {
 	}
 	d := loadDatapath(f, fuzzOptions())
 	ifindex := fuzzLoopbackIndex(f)
-	prog := d.Program()
 	var tbl, evicted FlowTable
 
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > fuzzMaxFrame {
 			t.Skipf("%d-byte frame is longer than %d (see fuzzMaxFrame)", len(frame), fuzzMaxFrame)
 		}
-		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
-		switch {
-		case len(frame) < ethHdrLen && errors.Is(err, unix.EINVAL):
-			// Rejected by the kernel before the program ran.
-		case err != nil:
-			t.Fatalf("run program on %d-byte frame %x: %v", len(frame), frame, err)
-		case ret != xdpPass:
-			t.Fatalf("program returned %d on %d-byte frame %x, want XDP_PASS (%d)", ret, len(frame), frame, xdpPass)
-		}
-
-		if err := d.ReadFlows(&tbl); err != nil {
-			t.Fatalf("ReadFlows: %v", err)
-		}
-		want, counted := refParseAll(frame)
-		want.Ifindex = ifindex
-		want = refGroup(want, fuzzOptions())
-		// Leave the table empty for the next input, whatever happens.
-		if err := d.Evict(tbl.Keys, &evicted); err != nil {
-			t.Fatalf("Evict: %v", err)
-		}
-		evicted.Reset()
-
-		if !counted {
-			if tbl.Len() != 0 {
-				t.Fatalf("frame %x counted in %+v = %+v; the reference parser counts nothing", frame, tbl.Keys, tbl.Values)
-			}
-			return
-		}
-		if tbl.Len() != 1 || tbl.Keys[0] != want {
-			t.Fatalf("frame %x counted in %+v; the reference parser counts it in %+v", frame, tbl.Keys, want)
-		}
-		if v := tbl.Values[0]; v.Packets != 1 || v.Bytes != uint64(len(frame)) {
-			t.Fatalf("frame %x: %d packets, %d bytes; want 1 packet of %d bytes", frame, v.Packets, v.Bytes, len(frame))
-		}
+		fuzzRun(t, d, Receive, frame, ifindex, &tbl, &evicted)
+		fuzzRun(t, d, Transmit, frame, ifindex, &tbl, &evicted)
 	})
+}
+
+// fuzzRun is one input of FuzzParser run through the program of direction
+// dir, leaving the table empty.
+func fuzzRun(t *testing.T, d *Datapath, dir Direction, frame []byte, ifindex uint32, tbl, evicted *FlowTable) {
+	t.Helper()
+	prog, pass := d.Program(), uint32(xdpPass)
+	if dir == Transmit {
+		prog, pass = d.EgressProgram(), tcActUnspec
+	}
+	ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
+	switch {
+	case len(frame) < ethHdrLen && errors.Is(err, unix.EINVAL):
+		// Rejected by the kernel before the program ran.
+	case dir == Transmit && len(frame) < ethHdrLen+ipv6HdrLen && errors.Is(err, unix.EINVAL):
+		// Likewise: an skb needs the network header its EtherType names.
+	case err != nil:
+		t.Fatalf("run %s program on %d-byte frame %x: %v", dir, len(frame), frame, err)
+	case ret != pass:
+		t.Fatalf("%s program returned %#x on %d-byte frame %x, want %#x", dir, ret, len(frame), frame, pass)
+	}
+	ran := err == nil
+
+	if err := d.ReadFlows(tbl); err != nil {
+		t.Fatalf("ReadFlows: %v", err)
+	}
+	want, counted := refParseAll(frame)
+	if dir == Transmit {
+		want = refTransmit(want)
+	}
+	counted = counted && ran
+	want.Ifindex = ifindex
+	want = refGroup(want, fuzzOptions())
+	// Leave the table empty for the next input, whatever happens.
+	if err := d.Evict(tbl.Keys, evicted); err != nil {
+		t.Fatalf("Evict: %v", err)
+	}
+	evicted.Reset()
+
+	if !counted {
+		if tbl.Len() != 0 {
+			t.Fatalf("%s: frame %x counted in %+v = %+v; the reference parser counts nothing", dir, frame, tbl.Keys, tbl.Values)
+		}
+		return
+	}
+	if tbl.Len() != 1 || tbl.Keys[0] != want {
+		t.Fatalf("%s: frame %x counted in %+v; the reference parser counts it in %+v", dir, frame, tbl.Keys, want)
+	}
+	if v := tbl.Values[0]; v.Packets != 1 || v.Bytes != uint64(len(frame)) {
+		t.Fatalf("%s: frame %x: %d packets, %d bytes; want 1 packet of %d bytes", dir, frame, v.Packets, v.Bytes, len(frame))
+	}
+}
+
+// refTransmit is the key of refParseAll for a frame this host sends: the
+// sides named as a received frame names them (struct flow_key), the
+// packet's destination as the source, and the direction transmit.
+func refTransmit(k FlowKey) FlowKey {
+	k.SrcAddr, k.DstAddr = k.DstAddr, k.SrcAddr
+	k.SrcPort, k.DstPort = k.DstPort, k.SrcPort
+	k.Direction = Transmit
+	return k
 }
 
 // fuzzLoopbackIndex is lo's ifindex, what the program sees as

@@ -18,15 +18,16 @@ func bytesOf[T any](v *T) []byte {
 // kernelKey returns k as the generated struct flow_key.
 func kernelKey(k FlowKey) xdpflowFlowKey {
 	return xdpflowFlowKey{
-		Saddr:   k.SrcAddr,
-		Daddr:   k.DstAddr,
-		Ifindex: k.Ifindex,
-		Sport:   k.SrcPort,
-		Dport:   k.DstPort,
-		Proto:   uint8(k.Proto),
-		Family:  k.Family,
-		Sprefix: k.SrcPrefix,
-		Dprefix: k.DstPrefix,
+		Saddr:     k.SrcAddr,
+		Daddr:     k.DstAddr,
+		Ifindex:   k.Ifindex,
+		Sport:     k.SrcPort,
+		Dport:     k.DstPort,
+		Proto:     uint8(k.Proto),
+		Family:    k.Family,
+		Sprefix:   k.SrcPrefix,
+		Dprefix:   k.DstPrefix,
+		Direction: uint8(k.Direction),
 	}
 }
 
@@ -35,5 +36,6 @@ func flowKeyOf(k *xdpflowFlowKey) FlowKey {
 	return FlowKey{
 		SrcAddr: k.Saddr, DstAddr: k.Daddr, Ifindex: k.Ifindex, SrcPort: k.Sport, DstPort: k.Dport,
 		Proto: Protocol(k.Proto), Family: k.Family, SrcPrefix: k.Sprefix, DstPrefix: k.Dprefix,
+		Direction: Direction(k.Direction),
 	}
 }

@@ -17,13 +17,14 @@ type field struct {
 	offset, size uintptr
 }
 
-// fieldsOf returns the named fields of struct type typ, in order, without
-// the blank structs.HostLayout markers of generated types.
+// fieldsOf returns the fields of struct type typ, in order, without the
+// blank structs.HostLayout markers of generated types (blank padding
+// stays).
 func fieldsOf(typ reflect.Type) []field {
 	var out []field
 	for i := range typ.NumField() {
 		f := typ.Field(i)
-		if f.Name == "_" {
+		if f.Name == "_" && f.Type.Size() == 0 {
 			continue
 		}
 		out = append(out, field{f.Name, f.Offset, f.Type.Size()})
@@ -97,6 +98,7 @@ func TestLayoutOffsets(t *testing.T) {
 		{"FlowKey.Family", unsafe.Offsetof(k.Family), unsafe.Offsetof(gk.Family)},
 		{"FlowKey.SrcPrefix", unsafe.Offsetof(k.SrcPrefix), unsafe.Offsetof(gk.Sprefix)},
 		{"FlowKey.DstPrefix", unsafe.Offsetof(k.DstPrefix), unsafe.Offsetof(gk.Dprefix)},
+		{"FlowKey.Direction", unsafe.Offsetof(k.Direction), unsafe.Offsetof(gk.Direction)},
 		{"sizeof FlowValue", unsafe.Sizeof(v), unsafe.Sizeof(gc)},
 		{"FlowValue.Packets", unsafe.Offsetof(v.Packets), unsafe.Offsetof(gc.Packets)},
 		{"FlowValue.Bytes", unsafe.Offsetof(v.Bytes), unsafe.Offsetof(gc.Bytes)},
@@ -109,9 +111,10 @@ func TestLayoutOffsets(t *testing.T) {
 		}
 	}
 	fields := unsafe.Sizeof(k.SrcAddr) + unsafe.Sizeof(k.DstAddr) + unsafe.Sizeof(k.Ifindex) + unsafe.Sizeof(k.SrcPort) +
-		unsafe.Sizeof(k.DstPort) + unsafe.Sizeof(k.Proto) + unsafe.Sizeof(k.Family) + unsafe.Sizeof(k.SrcPrefix) + unsafe.Sizeof(k.DstPrefix)
-	if fields != unsafe.Sizeof(k) || fields != 44 {
-		t.Errorf("FlowKey fields add up to %d bytes, struct has %d, want both 44 (no padding)", fields, unsafe.Sizeof(k))
+		unsafe.Sizeof(k.DstPort) + unsafe.Sizeof(k.Proto) + unsafe.Sizeof(k.Family) + unsafe.Sizeof(k.SrcPrefix) + unsafe.Sizeof(k.DstPrefix) +
+		unsafe.Sizeof(k.Direction) + unsafe.Sizeof(gk.Pad) // FlowKey's padding is blank
+	if fields != unsafe.Sizeof(k) || fields != 48 {
+		t.Errorf("FlowKey fields add up to %d bytes, struct has %d, want both 48 (no padding)", fields, unsafe.Sizeof(k))
 	}
 }
 
@@ -162,15 +165,19 @@ func TestLayoutMatchesBTF(t *testing.T) {
 
 // TestKernelKeyKeepsBytes checks that kernelKey moves every field of a
 // FlowKey to its place in struct flow_key: the two are byte for byte the
-// same for a key whose every byte differs.
+// same for a key whose every byte but the (zero) padding differs, and
+// flowKeyOf gives the key back.
 func TestKernelKeyKeepsBytes(t *testing.T) {
 	var k FlowKey
-	for i := range bytesOf(&k) {
+	for i := range unsafe.Offsetof(k.Direction) + 1 {
 		bytesOf(&k)[i] = byte(i + 1)
 	}
 	kk := kernelKey(k)
 	if !bytes.Equal(bytesOf(&kk), bytesOf(&k)) {
 		t.Errorf("kernelKey(%x) = %x", bytesOf(&k), bytesOf(&kk))
+	}
+	if back := flowKeyOf(&kk); back != k {
+		t.Errorf("flowKeyOf(kernelKey(%+v)) = %+v", k, back)
 	}
 }
 

@@ -77,13 +77,14 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs 288 bytes of kernel memory, preallocated at load: 18.9
-// MB for 65536 entries, 4.8 GB at this limit. 208 are the table's (the
-// memlock of the flows map in /proc/self/fdinfo on Linux 6.18: 13,632,784
-// bytes for 65536 entries, with the 44-byte key that holds the destination
-// address and the value's epoch of change tracking), 80 the array
-// ReadFlows walks the table into (dump_out: 5,246,976 bytes for 65536).
-// TrackChanges adds 176 bytes an entry up to MaxChangedRead.
+// Each entry costs about 296 bytes of kernel memory, preallocated at load:
+// 19 MB for 65536 entries, 5 GB at this limit. About 216 are the table's
+// (the memlock of the flows map in `bpftool map show` on Linux 6.18: 13.6
+// MB for 65536 entries with the 48-byte key that holds the destination
+// address and the direction, before the value's 8-byte epoch of change
+// tracking), 80 the array ReadFlows walks the table into (dump_out:
+// 5,246,976 bytes for 65536). TrackChanges adds 176 bytes an entry up to
+// MaxChangedRead.
 const MaxConnectionsLimit = 1 << 24
 
 // Options are the load-time settings of the XDP program.
@@ -121,10 +122,15 @@ type Options struct {
 	ReadChanged bool
 	// TrackChanges makes ReadDirty available: packets list the entries
 	// they change, once per epoch each, in two kernel lists of
-	// min(MaxConnections, MaxChangedRead) keys of 44 bytes, beside a
+	// min(MaxConnections, MaxChangedRead) keys of 48 bytes, beside a
 	// buffer of as many entries of 80 bytes. It costs the hit path an
 	// atomic read of the entry and a read of the epoch.
 	TrackChanges bool
+	// Transmit loads the TC egress program, which counts what the host
+	// sends into the same flow table (FlowKey.Direction Transmit); Attach
+	// then hooks it on each interface's egress too. False: receive only,
+	// as before, and the egress program is not loaded.
+	Transmit bool
 }
 
 // DefaultOptions returns the original design's settings: port 8080, TCP and
@@ -167,6 +173,9 @@ func (o Options) validate() error {
 	}
 	if o.MaxConnections == 0 || o.MaxConnections > MaxConnectionsLimit {
 		errs = append(errs, fmt.Errorf("max connections %d is out of range (1-%d)", o.MaxConnections, MaxConnectionsLimit))
+	}
+	if o.Transmit && o.StateDir != "" {
+		errs = append(errs, errors.New("transmit counting cannot be combined with a state directory yet: the egress attachment is not pinned (drop one of the two)"))
 	}
 	errs = append(errs, o.validateGrouping())
 	return errors.Join(errs...)

@@ -12,7 +12,10 @@ import (
 
 // requiredCaps are the capabilities the datapath needs: CAP_BPF to create
 // maps and load programs, CAP_NET_ADMIN to load and attach XDP programs,
-// CAP_PERFMON for the verifier to accept the program as written.
+// CAP_PERFMON for the verifier to accept the program as written. The
+// egress program (Options.Transmit) needs nothing more: CAP_NET_ADMIN
+// attaches it through TCX or tc (a clsact qdisc and a filter), CAP_BPF
+// and CAP_PERFMON load it.
 var requiredCaps = []struct {
 	name string
 	bit  uint

@@ -9,16 +9,16 @@ type ChangedSelection struct {
 }
 
 // KeySlot returns the refresh slot of k among refresh, as the program's
-// xdpflow_changed computes it: a 32-bit FNV-1a over the key's eleven
+// xdpflow_changed computes it: a 32-bit FNV-1a over the key's twelve
 // little-endian words (its memory in struct flow_key), folded.
 func KeySlot(k *FlowKey, refresh uint32) uint32 {
 	return KeyHash(k) % refresh
 }
 
 // KeyHash returns the hash KeySlot reduces: a 32-bit FNV-1a over the
-// key's eleven little-endian words, folded.
+// key's twelve little-endian words, folded.
 func KeyHash(k *FlowKey) uint32 {
-	var words [11]uint32
+	var words [12]uint32
 	for i := range 4 {
 		words[i] = le32(k.SrcAddr[4*i:])
 		words[4+i] = le32(k.DstAddr[4*i:])
@@ -26,6 +26,7 @@ func KeyHash(k *FlowKey) uint32 {
 	words[8] = k.Ifindex
 	words[9] = uint32(k.SrcPort) | uint32(k.DstPort)<<16
 	words[10] = uint32(k.Proto) | uint32(k.Family)<<8 | uint32(k.SrcPrefix)<<16 | uint32(k.DstPrefix)<<24
+	words[11] = uint32(k.Direction) // and the zero padding
 	h := uint32(2166136261)
 	for _, w := range words {
 		h ^= w

@@ -16,7 +16,6 @@ import (
 type xdpflowChangedEntry struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
-	Pad      uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -58,6 +57,7 @@ type xdpflowEvictMsg struct {
 	_        structs.HostLayout
 	Key      xdpflowFlowKey
 	Found    uint32
+	Pad      uint32
 	Counters xdpflowFlowCounters
 }
 
@@ -70,16 +70,18 @@ type xdpflowFlowCounters struct {
 }
 
 type xdpflowFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type xdpflowFlowValue struct {
@@ -91,6 +93,7 @@ type xdpflowFlowValue struct {
 	Dead     uint32
 	Key      xdpflowFlowKey
 	Hash     uint32
+	Pad      uint32
 	Epoch    uint64
 	Counters xdpflowFlowCounters
 }
@@ -125,6 +128,7 @@ const (
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowProgXdpflowChanged    = "xdpflow_changed"
 	xdpflowProgXdpflowDirty      = "xdpflow_dirty"
+	xdpflowProgXdpflowEgress     = "xdpflow_egress"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
 	xdpflowVarAllPorts           = "all_ports"
 	xdpflowVarChangedCapacity    = "changed_capacity"
@@ -212,6 +216,7 @@ type xdpflowProgramSpecs struct {
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
 	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
+	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -366,6 +371,7 @@ type xdpflowPrograms struct {
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
 	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
+	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -374,6 +380,7 @@ func (p *xdpflowPrograms) Close() error {
 		p.Xdpflow,
 		p.XdpflowChanged,
 		p.XdpflowDirty,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }

@@ -16,7 +16,6 @@ import (
 type xdpflowDumpDumpEntry struct {
 	_        structs.HostLayout
 	Key      xdpflowDumpFlowKey
-	Pad      uint32
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -35,16 +34,18 @@ type xdpflowDumpDumpMsg struct {
 }
 
 type xdpflowDumpFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type xdpflowDumpFlowValue struct {
@@ -56,6 +57,7 @@ type xdpflowDumpFlowValue struct {
 	Dead     uint32
 	Key      xdpflowDumpFlowKey
 	Hash     uint32
+	Pad      uint32
 	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout

@@ -19,6 +19,7 @@ const (
 	XdpflowBytesMetricAttributeKeyNetworkTransport           XdpflowBytesMetricAttributeKey = "network.transport"
 	XdpflowBytesMetricAttributeKeyNetworkType                XdpflowBytesMetricAttributeKey = "network.type"
 	XdpflowBytesMetricAttributeKeyNetworkInterfaceName       XdpflowBytesMetricAttributeKey = "network.interface.name"
+	XdpflowBytesMetricAttributeKeyNetworkIoDirection         XdpflowBytesMetricAttributeKey = "network.io.direction"
 	XdpflowBytesMetricAttributeKeyXdpflowSourceCidr          XdpflowBytesMetricAttributeKey = "xdpflow.source.cidr"
 	XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName      XdpflowBytesMetricAttributeKey = "xdpflow.source.cidr.name"
 	XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr     XdpflowBytesMetricAttributeKey = "xdpflow.destination.cidr"
@@ -51,9 +52,9 @@ func (ms *XdpflowBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *XdpflowBytesMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName:
+		case XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyNetworkIoDirection, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName:
 		default:
-			return fmt.Errorf("metric xdpflow.bytes doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
+			return fmt.Errorf("metric xdpflow.bytes doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, network.io.direction, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
 		}
 	}
 
@@ -157,6 +158,7 @@ const (
 	XdpflowPacketsMetricAttributeKeyNetworkTransport           XdpflowPacketsMetricAttributeKey = "network.transport"
 	XdpflowPacketsMetricAttributeKeyNetworkType                XdpflowPacketsMetricAttributeKey = "network.type"
 	XdpflowPacketsMetricAttributeKeyNetworkInterfaceName       XdpflowPacketsMetricAttributeKey = "network.interface.name"
+	XdpflowPacketsMetricAttributeKeyNetworkIoDirection         XdpflowPacketsMetricAttributeKey = "network.io.direction"
 	XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr          XdpflowPacketsMetricAttributeKey = "xdpflow.source.cidr"
 	XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName      XdpflowPacketsMetricAttributeKey = "xdpflow.source.cidr.name"
 	XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr     XdpflowPacketsMetricAttributeKey = "xdpflow.destination.cidr"
@@ -189,9 +191,9 @@ func (ms *XdpflowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *XdpflowPacketsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName:
+		case XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyNetworkIoDirection, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName:
 		default:
-			return fmt.Errorf("metric xdpflow.packets doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
+			return fmt.Errorf("metric xdpflow.packets doesn't have an attribute %v, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, network.io.direction, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]", val)
 		}
 	}
 
@@ -219,7 +221,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		XdpflowBytes: XdpflowBytesMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName},
+			EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyNetworkIoDirection},
 		},
 		XdpflowConnections: XdpflowConnectionsMetricConfig{
 			Enabled: true,
@@ -236,7 +238,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		XdpflowPackets: XdpflowPacketsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName},
+			EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyNetworkIoDirection},
 		},
 	}
 }

@@ -29,7 +29,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					XdpflowBytes: XdpflowBytesMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName},
+						EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyNetworkIoDirection, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName},
 					},
 					XdpflowConnections: XdpflowConnectionsMetricConfig{
 						Enabled: true,
@@ -46,7 +46,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					XdpflowPackets: XdpflowPacketsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName},
+						EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyNetworkIoDirection, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName},
 					},
 				},
 			},
@@ -58,7 +58,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					XdpflowBytes: XdpflowBytesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName},
+						EnabledAttributes:   []XdpflowBytesMetricAttributeKey{XdpflowBytesMetricAttributeKeySourceAddress, XdpflowBytesMetricAttributeKeySourcePort, XdpflowBytesMetricAttributeKeyDestinationAddress, XdpflowBytesMetricAttributeKeyDestinationPort, XdpflowBytesMetricAttributeKeyNetworkTransport, XdpflowBytesMetricAttributeKeyNetworkType, XdpflowBytesMetricAttributeKeyNetworkInterfaceName, XdpflowBytesMetricAttributeKeyNetworkIoDirection, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr, XdpflowBytesMetricAttributeKeyXdpflowSourceCidrName, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidr, XdpflowBytesMetricAttributeKeyXdpflowDestinationCidrName},
 					},
 					XdpflowConnections: XdpflowConnectionsMetricConfig{
 						Enabled: false,
@@ -75,7 +75,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					XdpflowPackets: XdpflowPacketsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName},
+						EnabledAttributes:   []XdpflowPacketsMetricAttributeKey{XdpflowPacketsMetricAttributeKeySourceAddress, XdpflowPacketsMetricAttributeKeySourcePort, XdpflowPacketsMetricAttributeKeyDestinationAddress, XdpflowPacketsMetricAttributeKeyDestinationPort, XdpflowPacketsMetricAttributeKeyNetworkTransport, XdpflowPacketsMetricAttributeKeyNetworkType, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName, XdpflowPacketsMetricAttributeKeyNetworkIoDirection, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidrName, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidr, XdpflowPacketsMetricAttributeKeyXdpflowDestinationCidrName},
 					},
 				},
 			},
@@ -94,7 +94,7 @@ func TestXdpflowBytesMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []XdpflowBytesMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric xdpflow.bytes doesn't have an attribute invalid, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]")
+	require.ErrorContains(t, cfg.Validate(), "metric xdpflow.bytes doesn't have an attribute invalid, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, network.io.direction, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]")
 
 	cfg = DefaultMetricsConfig().XdpflowBytes
 	cfg.AggregationStrategy = "invalid"
@@ -106,7 +106,7 @@ func TestXdpflowPacketsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []XdpflowPacketsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric xdpflow.packets doesn't have an attribute invalid, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]")
+	require.ErrorContains(t, cfg.Validate(), "metric xdpflow.packets doesn't have an attribute invalid, valid attributes: [source.address, source.port, destination.address, destination.port, network.transport, network.type, network.interface.name, network.io.direction, xdpflow.source.cidr, xdpflow.source.cidr.name, xdpflow.destination.cidr, xdpflow.destination.cidr.name]")
 
 	cfg = DefaultMetricsConfig().XdpflowPackets
 	cfg.AggregationStrategy = "invalid"

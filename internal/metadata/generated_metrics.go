@@ -48,6 +48,32 @@ var MapAttributeCause = map[string]AttributeCause{
 	"shutdown": AttributeCauseShutdown,
 }
 
+// AttributeNetworkIoDirection specifies the value network.io.direction attribute.
+type AttributeNetworkIoDirection int
+
+const (
+	_ AttributeNetworkIoDirection = iota
+	AttributeNetworkIoDirectionReceive
+	AttributeNetworkIoDirectionTransmit
+)
+
+// String returns the string representation of the AttributeNetworkIoDirection.
+func (av AttributeNetworkIoDirection) String() string {
+	switch av {
+	case AttributeNetworkIoDirectionReceive:
+		return "receive"
+	case AttributeNetworkIoDirectionTransmit:
+		return "transmit"
+	}
+	return ""
+}
+
+// MapAttributeNetworkIoDirection is a helper map of string to AttributeNetworkIoDirection attribute value.
+var MapAttributeNetworkIoDirection = map[string]AttributeNetworkIoDirection{
+	"receive":  AttributeNetworkIoDirectionReceive,
+	"transmit": AttributeNetworkIoDirectionTransmit,
+}
+
 // AttributeNetworkTransport specifies the value network.transport attribute.
 type AttributeNetworkTransport int
 
@@ -137,7 +163,7 @@ var MapAttributePhase = map[string]AttributePhase{
 var MetricsInfo = metricsInfo{
 	XdpflowBytes: metricInfo{
 		Name:       "xdpflow.bytes",
-		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
+		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "network.io.direction", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
 	},
 	XdpflowConnections: metricInfo{
 		Name: "xdpflow.connections",
@@ -153,7 +179,7 @@ var MetricsInfo = metricsInfo{
 	},
 	XdpflowPackets: metricInfo{
 		Name:       "xdpflow.packets",
-		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
+		Attributes: []string{"source.address", "source.port", "destination.address", "destination.port", "network.transport", "network.type", "network.interface.name", "network.io.direction", "xdpflow.source.cidr", "xdpflow.source.cidr.name", "xdpflow.destination.cidr", "xdpflow.destination.cidr.name"},
 	},
 }
 
@@ -181,7 +207,7 @@ type metricXdpflowBytes struct {
 // init fills xdpflow.bytes metric with initial data.
 func (m *metricXdpflowBytes) init() {
 	m.data.SetName("xdpflow.bytes")
-	m.data.SetDescription("Bytes received per connection, whole frames from the Ethernet header on.")
+	m.data.SetDescription("Bytes per connection and direction, whole frames from the Ethernet header on; transmitted, as the wire carries them (a GSO packet's headers repeated in each segment).")
 	m.data.SetUnit("By")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -190,7 +216,7 @@ func (m *metricXdpflowBytes) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, networkIoDirectionAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -218,6 +244,9 @@ func (m *metricXdpflowBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyNetworkInterfaceName) {
 		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyNetworkIoDirection) {
+		dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowBytesMetricAttributeKeyXdpflowSourceCidr) {
 		dp.Attributes().PutStr("xdpflow.source.cidr", xdpflowSourceCidrAttributeValue)
@@ -508,7 +537,7 @@ type metricXdpflowPackets struct {
 // init fills xdpflow.packets metric with initial data.
 func (m *metricXdpflowPackets) init() {
 	m.data.SetName("xdpflow.packets")
-	m.data.SetDescription("Packets received per connection.")
+	m.data.SetDescription("Packets per connection and direction; transmitted, as the wire carries them (a GSO packet as its segments).")
 	m.data.SetUnit("{packet}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -517,7 +546,7 @@ func (m *metricXdpflowPackets) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, networkIoDirectionAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -545,6 +574,9 @@ func (m *metricXdpflowPackets) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyNetworkInterfaceName) {
 		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyNetworkIoDirection) {
+		dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, XdpflowPacketsMetricAttributeKeyXdpflowSourceCidr) {
 		dp.Attributes().PutStr("xdpflow.source.cidr", xdpflowSourceCidrAttributeValue)
@@ -757,8 +789,8 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 }
 
 // RecordXdpflowBytesDataPoint adds a data point to xdpflow.bytes metric.
-func (mb *MetricsBuilder) RecordXdpflowBytesDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
-	mb.metricXdpflowBytes.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
+func (mb *MetricsBuilder) RecordXdpflowBytesDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, networkIoDirectionAttributeValue AttributeNetworkIoDirection, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+	mb.metricXdpflowBytes.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, networkIoDirectionAttributeValue.String(), xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
 }
 
 // RecordXdpflowConnectionsDataPoint adds a data point to xdpflow.connections metric.
@@ -782,8 +814,8 @@ func (mb *MetricsBuilder) RecordXdpflowOverflowPacketsDataPoint(ts pcommon.Times
 }
 
 // RecordXdpflowPacketsDataPoint adds a data point to xdpflow.packets metric.
-func (mb *MetricsBuilder) RecordXdpflowPacketsDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
-	mb.metricXdpflowPackets.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
+func (mb *MetricsBuilder) RecordXdpflowPacketsDataPoint(ts pcommon.Timestamp, val int64, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, networkTransportAttributeValue AttributeNetworkTransport, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, networkIoDirectionAttributeValue AttributeNetworkIoDirection, xdpflowSourceCidrAttributeValue string, xdpflowSourceCidrNameAttributeValue string, xdpflowDestinationCidrAttributeValue string, xdpflowDestinationCidrNameAttributeValue string) {
+	mb.metricXdpflowPackets.recordDataPoint(mb.startTime, ts, val, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, networkTransportAttributeValue.String(), networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, networkIoDirectionAttributeValue.String(), xdpflowSourceCidrAttributeValue, xdpflowSourceCidrNameAttributeValue, xdpflowDestinationCidrAttributeValue, xdpflowDestinationCidrNameAttributeValue)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

@@ -70,9 +70,9 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordXdpflowBytesDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
+			mb.RecordXdpflowBytesDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", AttributeNetworkIoDirectionReceive, "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordXdpflowBytesDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
+				mb.RecordXdpflowBytesDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", AttributeNetworkIoDirectionTransmit, "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -88,9 +88,9 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordXdpflowOverflowPacketsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordXdpflowPacketsDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
+			mb.RecordXdpflowPacketsDataPoint(ts, 1, "source.address-val", 11, "destination.address-val", 16, AttributeNetworkTransportTCP, AttributeNetworkTypeIpv4, "network.interface.name-val", AttributeNetworkIoDirectionReceive, "xdpflow.source.cidr-val", "xdpflow.source.cidr.name-val", "xdpflow.destination.cidr-val", "xdpflow.destination.cidr.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordXdpflowPacketsDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
+				mb.RecordXdpflowPacketsDataPoint(ts, 3, "source.address-val-2", 12, "destination.address-val-2", 17, AttributeNetworkTransportUDP, AttributeNetworkTypeIpv6, "network.interface.name-val-2", AttributeNetworkIoDirectionTransmit, "xdpflow.source.cidr-val-2", "xdpflow.source.cidr.name-val-2", "xdpflow.destination.cidr-val-2", "xdpflow.destination.cidr.name-val-2")
 			}
 
 			res := pcommon.NewResource()
@@ -131,7 +131,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["xdpflow.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Bytes received per connection, whole frames from the Ethernet header on.", mi.Description())
+						assert.Equal(t, "Bytes per connection and direction, whole frames from the Ethernet header on; transmitted, as the wire carries them (a GSO packet's headers repeated in each segment).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -158,12 +158,15 @@ func TestMetricsBuilder(t *testing.T) {
 						networkInterfaceNameAttrVal, ok := dp.Attributes().Get("network.interface.name")
 						assert.True(t, ok)
 						assert.Equal(t, "network.interface.name-val", networkInterfaceNameAttrVal.Str())
+						networkIoDirectionAttrVal, ok := dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						assert.Equal(t, "receive", networkIoDirectionAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["xdpflow.bytes"], "Found a duplicate in the metrics slice: xdpflow.bytes")
 						validatedMetrics["xdpflow.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Bytes received per connection, whole frames from the Ethernet header on.", mi.Description())
+						assert.Equal(t, "Bytes per connection and direction, whole frames from the Ethernet header on; transmitted, as the wire carries them (a GSO packet's headers repeated in each segment).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -194,6 +197,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("network.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.io.direction")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("xdpflow.source.cidr")
 						assert.False(t, ok)
@@ -264,7 +269,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["xdpflow.packets"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Packets received per connection.", mi.Description())
+						assert.Equal(t, "Packets per connection and direction; transmitted, as the wire carries them (a GSO packet as its segments).", mi.Description())
 						assert.Equal(t, "{packet}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -291,12 +296,15 @@ func TestMetricsBuilder(t *testing.T) {
 						networkInterfaceNameAttrVal, ok := dp.Attributes().Get("network.interface.name")
 						assert.True(t, ok)
 						assert.Equal(t, "network.interface.name-val", networkInterfaceNameAttrVal.Str())
+						networkIoDirectionAttrVal, ok := dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						assert.Equal(t, "receive", networkIoDirectionAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["xdpflow.packets"], "Found a duplicate in the metrics slice: xdpflow.packets")
 						validatedMetrics["xdpflow.packets"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Packets received per connection.", mi.Description())
+						assert.Equal(t, "Packets per connection and direction; transmitted, as the wire carries them (a GSO packet as its segments).", mi.Description())
 						assert.Equal(t, "{packet}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -327,6 +335,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("network.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.io.direction")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("xdpflow.source.cidr")
 						assert.False(t, ok)

@@ -16,7 +16,6 @@ import (
 type floorChangedEntry struct {
 	_        structs.HostLayout
 	Key      floorFlowKey
-	Pad      uint32
 	Counters floorFlowCounters
 }
 
@@ -42,16 +41,18 @@ type floorFlowCounters struct {
 }
 
 type floorFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type floorFlowKey28 struct {
@@ -74,6 +75,7 @@ type floorFlowValue struct {
 	Dead     uint32
 	Key      floorFlowKey
 	Hash     uint32
+	Pad      uint32
 	Epoch    uint64
 	Counters floorFlowCounters
 }
@@ -120,6 +122,7 @@ const (
 	floorProgXdpflow              = "xdpflow"
 	floorProgXdpflowChanged       = "xdpflow_changed"
 	floorProgXdpflowDirty         = "xdpflow_dirty"
+	floorProgXdpflowEgress        = "xdpflow_egress"
 	floorProgXdpflowEvict         = "xdpflow_evict"
 	floorVarAllPorts              = "all_ports"
 	floorVarChangedCapacity       = "changed_capacity"
@@ -216,6 +219,7 @@ type floorProgramSpecs struct {
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
 	XdpflowDirty         *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
+	XdpflowEgress        *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -386,6 +390,7 @@ type floorPrograms struct {
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
 	XdpflowDirty         *ebpf.Program `ebpf:"xdpflow_dirty"`
+	XdpflowEgress        *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -402,6 +407,7 @@ func (p *floorPrograms) Close() error {
 		p.Xdpflow,
 		p.XdpflowChanged,
 		p.XdpflowDirty,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }

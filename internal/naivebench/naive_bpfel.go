@@ -16,7 +16,6 @@ import (
 type naiveChangedEntry struct {
 	_        structs.HostLayout
 	Key      naiveFlowKey
-	Pad      uint32
 	Counters struct {
 		_           structs.HostLayout
 		Packets     uint64
@@ -40,16 +39,18 @@ type naiveCidrValue struct {
 }
 
 type naiveFlowKey struct {
-	_       structs.HostLayout
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Ifindex uint32
-	Sport   uint16
-	Dport   uint16
-	Proto   uint8
-	Family  uint8
-	Sprefix uint8
-	Dprefix uint8
+	_         structs.HostLayout
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Ifindex   uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Family    uint8
+	Sprefix   uint8
+	Dprefix   uint8
+	Direction uint8
+	Pad       [3]uint8
 }
 
 type naiveFlowValue struct {
@@ -61,6 +62,7 @@ type naiveFlowValue struct {
 	Dead     uint32
 	Key      naiveFlowKey
 	Hash     uint32
+	Pad      uint32
 	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout
@@ -94,6 +96,7 @@ const (
 	naiveProgXdpflow            = "xdpflow"
 	naiveProgXdpflowChanged     = "xdpflow_changed"
 	naiveProgXdpflowDirty       = "xdpflow_dirty"
+	naiveProgXdpflowEgress      = "xdpflow_egress"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
 	naiveVarAllPorts            = "all_ports"
 	naiveVarChangedCapacity     = "changed_capacity"
@@ -183,6 +186,7 @@ type naiveProgramSpecs struct {
 	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
 	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
+	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
@@ -346,6 +350,7 @@ type naivePrograms struct {
 	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
 	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
+	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
@@ -355,6 +360,7 @@ func (p *naivePrograms) Close() error {
 		p.Xdpflow,
 		p.XdpflowChanged,
 		p.XdpflowDirty,
+		p.XdpflowEgress,
 		p.XdpflowEvict,
 	)
 }

@@ -121,7 +121,7 @@ type Floor struct {
 	// several sizes for the cost of checking checksums per byte.
 	Csum *ebpf.Program
 	// SameKey is the same-key floor: a minimal IPv4 parse (untagged IPv4
-	// TCP or UDP, nothing else checked), one lookup of xdpflow's 44-byte
+	// TCP or UDP, nothing else checked), one lookup of xdpflow's 48-byte
 	// key in the flows map, atomic adds of packets and bytes and a store
 	// of the coarse clock.
 	SameKey *ebpf.Program

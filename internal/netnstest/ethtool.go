@@ -242,3 +242,34 @@ func nsFeatures(ns, iface string) (map[string]bool, error) {
 	}
 	return active, nil
 }
+
+// SetFeatures switches the features of the interface iface in namespace
+// ns named by patterns (ethtool's, e.g. tx-generic-segmentation or
+// "tx-tcp*-segmentation") on or off, as `ethtool -K` does, and checks that
+// they took effect. Tests use it to undo what New set up for one of them,
+// e.g. GSO on a sender whose segments a test counts.
+func SetFeatures(ns, iface string, on bool, patterns ...string) error {
+	return Do(ns, func() error {
+		fd, err := ethtoolSocket()
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		names, err := featureNames(fd, iface)
+		if err != nil {
+			return err
+		}
+		matched, err := matchFeatures(names, patterns)
+		if err != nil {
+			return err
+		}
+		want := make(map[string]bool, len(matched))
+		for _, f := range matched {
+			want[f] = on
+		}
+		if err := setFeatures(fd, iface, want); err != nil {
+			return fmt.Errorf("switch %v %s on %s in netns %s: %w", matched, onOff(on), iface, ns, err)
+		}
+		return nil
+	})
+}

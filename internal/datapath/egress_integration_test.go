@@ -1,0 +1,481 @@
+//go:build linux
+
+package datapath
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
+)
+
+// withEgressHooks makes Attach try only hooks until the test ends: tests
+// of the tc fallback run it on kernels that have TCX.
+func withEgressHooks(t *testing.T, hooks ...string) {
+	t.Helper()
+	saved := egressHooks
+	egressHooks = hooks
+	t.Cleanup(func() { egressHooks = saved })
+}
+
+// itLoadTransmit loads the program counting TCP and UDP to and from local
+// port 8080 in both directions; it is closed when the test ends.
+func itLoadTransmit(t *testing.T) *Datapath {
+	t.Helper()
+	opts := withTransmit(DefaultOptions())
+	opts.MaxConnections = 1024
+	return loadDatapath(t, opts)
+}
+
+// TestIntegrationEgress runs TCP conversations and UDP echoes between the
+// sender and the receiver namespace, with both programs attached to the receiver veth
+// through TCX and through tc, and checks both directions of each
+// connection against AF_PACKET captures: what the receiver's veth
+// received, and what the sender's received (the receiver's transmit).
+// Offloads are off on the veth (netnstest), so a frame is a packet.
+func TestIntegrationEgress(t *testing.T) {
+	privtest.RequireRoot(t)
+	for _, hook := range []string{HookTCX, HookTC} {
+		t.Run(hook, func(t *testing.T) {
+			withEgressHooks(t, hook)
+			pair := netnstest.New(t)
+			d := itLoadTransmit(t)
+			if _, err := itAttach(pair, d, AttachNative); err != nil {
+				t.Fatalf("Attach: %v", err)
+			}
+			if got := d.EgressHook(netnstest.ReceiverIface); got != hook {
+				t.Fatalf("EgressHook = %q, want %q", got, hook)
+			}
+			idx, err := netnstest.Ifindex(pair.Receiver, netnstest.ReceiverIface)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, src := range []netip.Addr{netnstest.SenderIPv4, netnstest.SenderIPv6} {
+				dst := netnstest.ReceiverIPv4
+				if src.Is6() {
+					dst = netnstest.ReceiverIPv6
+				}
+				itEgressConversation(t, pair, d, uint32(idx), src, dst)
+				itEgressUDPEcho(t, pair, d, uint32(idx), src, dst)
+			}
+			if err := d.Detach(netnstest.ReceiverIface); err != nil {
+				t.Fatalf("Detach: %v", err)
+			}
+			if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
+				t.Errorf("after Detach: %d egress programs on %s, want 0", n, netnstest.ReceiverIface)
+			}
+		})
+	}
+}
+
+// itEgressConversation runs one conversation from src to dst:8080 and
+// checks the receive and transmit entries of its connection against
+// captures on both ends.
+func itEgressConversation(t *testing.T, pair *netnstest.Pair, d *Datapath, ifindex uint32, src, dst netip.Addr) {
+	t.Helper()
+	received := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(unix.IPPROTO_TCP, 8080))
+	sent := netnstest.StartCapture(t, pair.Sender, netnstest.SenderIface, func(f netnstest.Frame) bool {
+		return f.Proto == unix.IPPROTO_TCP && f.SrcPort == 8080
+	})
+	conv := netnstest.TCPConversation{Rounds: 20, Bulk: 64 << 10, Timeout: itIOTimeout}
+	client := conv.Converse(t, pair, src, netip.AddrPortFrom(dst, 8080))
+	// The server's last ACK of the client's FIN may still be on its way.
+	time.Sleep(100 * time.Millisecond)
+	rx, err := received.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := sent.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	family := uint8(FamilyIPv4)
+	if src.Is6() {
+		family = FamilyIPv6
+	}
+	key := FlowKey{SrcAddr: client.Addr().As16(), Ifindex: ifindex, SrcPort: client.Port(), DstPort: 8080, Proto: TCP, Family: family}
+	txKey := key
+	txKey.Direction = Transmit
+	flows := itFlows(t, d)
+	for _, c := range []struct {
+		name string
+		key  FlowKey
+		pcap *netnstest.Pcap
+	}{{"receive", key, rx.Pcap}, {"transmit", txKey, tx.Pcap}} {
+		packets, bytes := c.pcap.Count(func(netnstest.Frame) bool { return true })
+		v, ok := flows[c.key]
+		if !ok {
+			t.Errorf("%s %s: no entry %+v; table %+v", src, c.name, c.key, flows)
+			continue
+		}
+		if v.Packets != uint64(packets) || v.Bytes != bytes {
+			t.Errorf("%s %s: %d packets, %d bytes; the capture has %d, %d", src, c.name, v.Packets, v.Bytes, packets, bytes)
+		}
+	}
+}
+
+// egressPrograms returns the number of programs on the egress of ifindex
+// in ns: TCX programs and tc filters of ours.
+func egressPrograms(t *testing.T, ns string, ifindex int) int {
+	t.Helper()
+	n := 0
+	err := netnstest.Do(ns, func() error {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXEgress})
+		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		if res != nil {
+			n += len(res.Programs)
+		}
+		l, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return err
+		}
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
+		if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: no clsact qdisc
+			return err
+		}
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, egressFilterName) {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("list egress programs: %v", err)
+	}
+	return n
+}
+
+// TestEgressCloseDetaches checks that Close removes the egress program
+// from every interface, through either hook.
+func TestEgressCloseDetaches(t *testing.T) {
+	privtest.RequireRoot(t)
+	for _, hook := range []string{HookTCX, HookTC} {
+		t.Run(hook, func(t *testing.T) {
+			withEgressHooks(t, hook)
+			pair := netnstest.New(t)
+			opts := withTransmit(DefaultOptions())
+			opts.MaxConnections = 1024
+			d, err := Load(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := itAttach(pair, d, AttachGeneric); err != nil {
+				d.Close()
+				t.Fatalf("Attach: %v", err)
+			}
+			idx, err := netnstest.Ifindex(pair.Receiver, netnstest.ReceiverIface)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := egressPrograms(t, pair.Receiver, idx); n != 1 {
+				t.Errorf("attached: %d egress programs, want 1", n)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
+				t.Errorf("after Close: %d egress programs, want 0", n)
+			}
+		})
+	}
+}
+
+// TestEgressTCFilterBlocked checks that a tc filter of another user at our
+// priority and handle makes Attach fail, naming the hook, and is left in
+// place, with nothing of ours attached.
+func TestEgressTCFilterBlocked(t *testing.T) {
+	privtest.RequireRoot(t)
+	withEgressHooks(t, HookTC)
+	pair := netnstest.New(t)
+	idx, err := netnstest.Ifindex(pair.Receiver, netnstest.ReceiverIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := loadDatapath(t, withTransmit(testOptions()))
+	err = netnstest.Do(pair.Receiver, func() error {
+		if err := netlink.QdiscAdd(&netlink.GenericQdisc{
+			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+			QdiscType:  "clsact",
+		}); err != nil {
+			return err
+		}
+		return netlink.FilterAdd(tcFilter(idx, other.EgressProgram(), "someone_else"))
+	})
+	if err != nil {
+		t.Fatalf("add another user's filter: %v", err)
+	}
+	d := itLoadTransmit(t)
+	_, err = itAttach(pair, d, AttachGeneric)
+	if err == nil || !strings.Contains(err.Error(), "with tc") || !strings.Contains(err.Error(), "left untouched") {
+		t.Fatalf("Attach with a foreign filter at our priority: %v, want an error naming tc and the other program", err)
+	}
+	if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
+		t.Errorf("%d filters of ours after the failed attach, want 0", n)
+	}
+	var foreign int
+	_ = netnstest.Do(pair.Receiver, func() error {
+		l, err := netlink.LinkByIndex(idx)
+		if err != nil {
+			return err
+		}
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == "someone_else" {
+				foreign++
+			}
+		}
+		return err
+	})
+	if foreign != 1 {
+		t.Errorf("the other user's filter: %d found after the failed attach, want it left in place", foreign)
+	}
+	if xdp, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); attached {
+		t.Errorf("XDP program %d left attached after the egress attach failed", xdp.ProgID)
+	}
+}
+
+// TestEgressTCReplacesStaleFilter checks that a filter of ours a killed
+// process left on the interface (tc filters outlive their process) is
+// replaced by Attach, not counted twice.
+func TestEgressTCReplacesStaleFilter(t *testing.T) {
+	privtest.RequireRoot(t)
+	withEgressHooks(t, HookTC)
+	pair := netnstest.New(t)
+	idx, err := netnstest.Ifindex(pair.Receiver, netnstest.ReceiverIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := loadDatapath(t, withTransmit(testOptions()))
+	err = netnstest.Do(pair.Receiver, func() error {
+		_, err := attachTCFilter(idx, killed.EgressProgram()) // never closed, as after a SIGKILL
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := itLoadTransmit(t)
+	if _, err := itAttach(pair, d, AttachGeneric); err != nil {
+		t.Fatalf("Attach over a stale filter of ours: %v", err)
+	}
+	if n := egressPrograms(t, pair.Receiver, idx); n != 1 {
+		t.Errorf("%d egress filters of ours, want 1", n)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
+		t.Errorf("after Close: %d egress filters of ours, want 0", n)
+	}
+}
+
+// TestEgressInterfaceDeleted checks that an interface deleted while
+// attached is no error at Close, through either hook.
+func TestEgressInterfaceDeleted(t *testing.T) {
+	privtest.RequireRoot(t)
+	for _, hook := range []string{HookTCX, HookTC} {
+		t.Run(hook, func(t *testing.T) {
+			withEgressHooks(t, hook)
+			pair := netnstest.New(t)
+			d := itLoadTransmit(t)
+			if _, err := itAttach(pair, d, AttachGeneric); err != nil {
+				t.Fatalf("Attach: %v", err)
+			}
+			if err := netnstest.DeleteLink(pair.Receiver, netnstest.ReceiverIface); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Errorf("Close after the interface was deleted: %v", err)
+			}
+		})
+	}
+}
+
+// TestEgressFollowedInterface checks that an interface Follow attaches
+// when it appears gets the egress program too, and that its deletion
+// leaves nothing to detach.
+func TestEgressFollowedInterface(t *testing.T) {
+	privtest.RequireRoot(t)
+	pair := netnstest.New(t)
+	d := itLoadTransmit(t)
+	const name = "veth-rcv2"
+	events := make(chan InterfaceEvent, 16)
+	err := pair.Do(pair.Receiver, func() error {
+		return d.Follow(func(n string) bool { return n == name }, AttachGeneric, func(ev InterfaceEvent) { events <- ev })
+	})
+	if err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	err = netnstest.AddVeth(
+		netnstest.VethEnd{NS: pair.Sender, Name: "veth-snd2", MAC: []byte{2, 0, 0x5e, 0x10, 0, 0x11},
+			IPv4: netip.MustParsePrefix("198.51.100.11/32"), IPv6: netip.MustParsePrefix("fd00:db8::11/128")},
+		netnstest.VethEnd{NS: pair.Receiver, Name: name, MAC: []byte{2, 0, 0x5e, 0x10, 0, 0x12},
+			IPv4: netip.MustParsePrefix("198.51.100.12/32"), IPv6: netip.MustParsePrefix("fd00:db8::12/128")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent := func(attached bool) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Err != nil {
+					t.Fatalf("follow %s: %v", ev.Interface, ev.Err)
+				}
+				if ev.Interface == name && ev.Attached == attached {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("%s: no event attached=%v within 10s", name, attached)
+			}
+		}
+	}
+	waitEvent(true)
+	if hook := d.EgressHook(name); hook != HookTCX {
+		t.Errorf("EgressHook(%s) = %q, want %q", name, hook, HookTCX)
+	}
+	idx, err := netnstest.Ifindex(pair.Receiver, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := egressPrograms(t, pair.Receiver, idx); n != 1 {
+		t.Errorf("%d egress programs on %s, want 1", n, name)
+	}
+	if err := netnstest.DeleteLink(pair.Receiver, name); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(false)
+	if hook := d.EgressHook(name); hook != "" {
+		t.Errorf("EgressHook(%s) = %q after the deletion, want none", name, hook)
+	}
+}
+
+// TestIntegrationEgressGSO sends bulk TCP from the sender namespace with
+// generic segmentation offload on its veth, so that the egress program,
+// attached there, sees GSO packets of many segments, which the kernel
+// cuts after it, before the veth: the transmit entry must equal, in
+// packets and bytes, a capture of the segments on the far side, over IPv4
+// and IPv6. (TSO proper would hand the super-packets to the peer whole,
+// where a capture sees them unsegmented: the wire of a veth is the skb.)
+func TestIntegrationEgressGSO(t *testing.T) {
+	privtest.RequireRoot(t)
+	pair := netnstest.New(t)
+	if err := netnstest.SetFeatures(pair.Sender, netnstest.SenderIface, true, "tx-generic-segmentation"); err != nil {
+		t.Fatal(err)
+	}
+	opts := withTransmit(allPorts(DefaultOptions()))
+	opts.MaxConnections = 1024
+	d := loadDatapath(t, opts)
+	err := pair.Do(pair.Sender, func() error {
+		_, err := d.Attach(netnstest.SenderIface, AttachGeneric)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Attach to %s: %v", netnstest.SenderIface, err)
+	}
+	idx, err := netnstest.Ifindex(pair.Sender, netnstest.SenderIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []struct{ src, dst netip.Addr }{
+		{netnstest.SenderIPv4, netnstest.ReceiverIPv4},
+		{netnstest.SenderIPv6, netnstest.ReceiverIPv6},
+	} {
+		capture := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(unix.IPPROTO_TCP, 8080))
+		conv := netnstest.TCPConversation{Rounds: 1, Bulk: 4 << 20, Timeout: itIOTimeout}
+		client := conv.Converse(t, pair, fam.src, netip.AddrPortFrom(fam.dst, 8080))
+		res, err := capture.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		packets, bytes := res.Pcap.Count(func(f netnstest.Frame) bool { return f.Src == client.Addr() && f.SrcPort == client.Port() })
+		family := uint8(FamilyIPv4)
+		if fam.src.Is6() {
+			family = FamilyIPv6
+		}
+		key := FlowKey{SrcAddr: fam.dst.As16(), Ifindex: uint32(idx), SrcPort: 8080, DstPort: client.Port(), Proto: TCP, Family: family, Direction: Transmit}
+		v, ok := itFlows(t, d)[key]
+		if !ok {
+			t.Errorf("%s: no transmit entry %+v; table %+v", fam.src, key, itFlows(t, d))
+			continue
+		}
+		if v.Packets != uint64(packets) || v.Bytes != bytes {
+			t.Errorf("%s: transmitted %d packets, %d bytes; the far side captured %d, %d", fam.src, v.Packets, v.Bytes, packets, bytes)
+		}
+		t.Logf("%s: transmitted %d packets, %d bytes; the far side captured %d, %d", fam.src, v.Packets, v.Bytes, packets, bytes)
+	}
+}
+
+// itEgressUDPEcho sends datagrams of many sizes from src to dst:8080,
+// where a server echoes each, and checks the receive and transmit entries
+// of the flow against captures on both ends.
+func itEgressUDPEcho(t *testing.T, pair *netnstest.Pair, d *Datapath, ifindex uint32, src, dst netip.Addr) {
+	t.Helper()
+	received := netnstest.StartCapture(t, pair.Receiver, netnstest.ReceiverIface, netnstest.ToPort(unix.IPPROTO_UDP, 8080))
+	sent := netnstest.StartCapture(t, pair.Sender, netnstest.SenderIface, func(f netnstest.Frame) bool {
+		return f.Proto == unix.IPPROTO_UDP && f.SrcPort == 8080
+	})
+	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(dst, 8080))
+	client := netnstest.ListenUDP(t, pair.Sender, netip.AddrPortFrom(src, 0))
+	buf := make([]byte, 65536)
+	sizes := netnstest.UDPSizes(50, netnstest.MaxUDPPayload(src))
+	for i, size := range sizes {
+		if _, err := client.WriteToUDPAddrPort(make([]byte, size), netip.AddrPortFrom(dst, 8080)); err != nil {
+			t.Fatalf("send datagram %d: %v", i, err)
+		}
+		_ = server.SetReadDeadline(time.Now().Add(itIOTimeout))
+		n, from, err := server.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("server: datagram %d: %v", i, err)
+		}
+		if _, err := server.WriteToUDPAddrPort(buf[:n], from); err != nil {
+			t.Fatalf("server: echo %d: %v", i, err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(itIOTimeout))
+		if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("client: echo %d: %v", i, err)
+		}
+	}
+	rx, err := received.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := sent.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := client.LocalAddr().(*net.UDPAddr).AddrPort()
+	family := uint8(FamilyIPv4)
+	if src.Is6() {
+		family = FamilyIPv6
+	}
+	key := FlowKey{SrcAddr: src.As16(), Ifindex: ifindex, SrcPort: local.Port(), DstPort: 8080, Proto: UDP, Family: family}
+	txKey := key
+	txKey.Direction = Transmit
+	flows := itFlows(t, d)
+	for _, c := range []struct {
+		name string
+		key  FlowKey
+		pcap *netnstest.Pcap
+	}{{"receive", key, rx.Pcap}, {"transmit", txKey, tx.Pcap}} {
+		packets, bytes := c.pcap.Count(func(netnstest.Frame) bool { return true })
+		v := flows[c.key]
+		if v.Packets != uint64(packets) || v.Bytes != bytes || packets != len(sizes) {
+			t.Errorf("%s udp %s: %d packets, %d bytes; the capture has %d, %d (%d datagrams each way)", src, c.name, v.Packets, v.Bytes, packets, bytes, len(sizes))
+		}
+	}
+}
