@@ -47,7 +47,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * is counted as overflow. An eviction deletes the entry within a few
  * hundred ns of marking it dead, so the retries nearly always find the key
  * gone. */
-#define MAX_COUNT_ATTEMPTS 64
+#define MAX_COUNT_ATTEMPTS 32
 
 /* The state word of an entry, flow_value.dead (see "Lossless eviction"). */
 #define STATE_DEAD 0x80000000u /* being evicted: no packet starts adding */
