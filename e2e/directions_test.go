@@ -8,10 +8,15 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xdpflow/xdpflowreceiver/internal/netnstest"
+	"github.com/xdpflow/xdpflowreceiver/internal/privtest"
 )
 
 // directionsOTLPAddr is where TestBothDirectionsEqualTcpdump's OTLP/HTTP
@@ -86,32 +91,150 @@ func TestBothDirectionsEqualTcpdump(t *testing.T) {
 		}
 	}
 
-	read := func() (latest[dirConn], error) {
-		return foldLatest(backend.points(), func(attrs map[string]string) (dirConn, error) {
-			c, err := connFromAttrs(attrs, otlpAttr)
-			d := dirConn{c, attrs["network.io.direction"]}
-			switch {
-			case err != nil:
-			case attrs["network.interface.name"] != netnstest.ReceiverIface:
-				err = fmt.Errorf("network.interface.name %q, want %q", attrs["network.interface.name"], netnstest.ReceiverIface)
-			case d.Direction != "receive" && d.Direction != "transmit":
-				err = fmt.Errorf("network.io.direction %q", d.Direction)
-			}
-			return d, err
-		}), nil
-	}
-	l := waitLatest(t, read, captured, valuesTimeout)
+	l := waitLatest(t, backend.directions, captured, valuesTimeout)
 	checkLatest(t, "OTLP", l, captured, want)
-	exported := map[string]map[conn]counts{"receive": {}, "transmit": {}}
-	tcpdumped := map[string]map[conn]counts{"receive": {}, "transmit": {}}
-	for k, v := range l.values {
-		exported[k.Direction][k.conn] = v
-	}
-	for k, v := range captured {
-		tcpdumped[k.Direction][k.conn] = v
-	}
 	t.Logf("final values:\n%s", table(conns, []string{"tcpdump receive", "OTLP receive", "tcpdump transmit", "OTLP transmit"},
-		tcpdumped["receive"], exported["receive"], tcpdumped["transmit"], exported["transmit"]))
+		byDirection(captured, "receive"), byDirection(l.values, "receive"), byDirection(captured, "transmit"), byDirection(l.values, "transmit")))
+}
+
+// directions returns the latest values of the receiver's series received
+// so far, by connection and direction.
+func (b *otlpHTTPBackend) directions() (latest[dirConn], error) {
+	return foldLatest(b.points(), func(attrs map[string]string) (dirConn, error) {
+		c, err := connFromAttrs(attrs, otlpAttr)
+		d := dirConn{c, attrs["network.io.direction"]}
+		switch {
+		case err != nil:
+		case attrs["network.interface.name"] != netnstest.ReceiverIface:
+			err = fmt.Errorf("network.interface.name %q, want %q", attrs["network.interface.name"], netnstest.ReceiverIface)
+		case d.Direction != "receive" && d.Direction != "transmit":
+			err = fmt.Errorf("network.io.direction %q", d.Direction)
+		}
+		return d, err
+	}), nil
+}
+
+// TestSIGKILLRestartWithStateBothDirections runs the collector as nobody
+// with exactly the three capabilities, directions [receive, transmit] and
+// a state directory of its own, with UDP echoes over IPv4 and IPv6 before
+// it is killed with SIGKILL, while no collector runs, and after a second
+// one took over: the egress program's TCX link is pinned beside the XDP
+// link, owned by nobody, stays attached and counting, and the second
+// collector takes it over; the final values of both directions equal the
+// datagrams echoed, with one start time per series. A clean stop keeps
+// both programs attached; removing the state directory detaches both.
+func TestSIGKILLRestartWithStateBothDirections(t *testing.T) {
+	bin := requireCollector(t)
+	requireTools(t, "setpriv")
+	u := nobody(t)
+	pair := netnstest.New(t)
+	shared := sharedDir(t, u)
+	mnt := filepath.Join(shared, "bpf")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	privtest.MountBPFFSAt(t, mnt)
+	if err := os.Chmod(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(mnt, "xdpflow-state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, u.uid, u.gid); err != nil {
+		t.Fatal(err)
+	}
+	backend := startOTLPHTTPBackend(t, pair.Receiver, directionsOTLPAddr)
+	cfg := writeFileFor(t, u, shared, "config.yaml", stateAgentConfig(xdpflowSettings{
+		StateDirectory: dir, Ports: []int{port}, More: "directions: [receive, transmit]\n",
+	}, directionsOTLPAddr), 0o600)
+	asNobody := append(setprivArgs(u, requiredCaps), bin, "--config", cfg)
+
+	echoed := map[dirConn]counts{}
+	echo := func() {
+		t.Helper()
+		for _, x := range []struct{ src, dst netip.Addr }{
+			{netnstest.SenderIPv4, netnstest.ReceiverIPv4},
+			{netnstest.SenderIPv6, netnstest.ReceiverIPv6},
+		} {
+			c, n := udpEcho(t, pair, netip.AddrPortFrom(x.src, 40024), netip.AddrPortFrom(x.dst, port), 40)
+			for _, d := range []dirConn{{c, "receive"}, {c, "transmit"}} {
+				echoed[d] = counts{echoed[d].Packets + n.Packets, echoed[d].Bytes + n.Bytes}
+			}
+		}
+	}
+	first := startCollectorCommand(t, "collector N1 (nobody, 3 capabilities, both directions)", pair.Receiver, "setpriv", asNobody...)
+	requireLog(t, first, stateNewLog, 1)
+	if o := first.output.String(); !strings.Contains(o, `"egress_hook": "tcx"`) {
+		t.Fatalf("the collector did not log the egress program attached through TCX:\n%s", o)
+	}
+	echo()
+	waitLatest(t, backend.directions, echoed, valuesTimeout)
+	pin := filepath.Join(dir, stateReceiver, "egress:"+netnstest.ReceiverIface)
+	fi, err := os.Stat(pin)
+	if err != nil {
+		t.Fatalf("the egress link is not pinned: %v", err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != u.uid || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: uid %d mode %v, want nobody's %d and 0600", pin, st.Uid, fi.Mode().Perm(), u.uid)
+	}
+
+	first.kill(t)
+	if n := tcxEgressPrograms(t, pair); n != 1 {
+		t.Fatalf("after SIGKILL: %d TCX egress programs, want the pinned one", n)
+	}
+	echo() // no collector runs
+	second := startCollectorCommand(t, "collector N2 (nobody, 3 capabilities, both directions)", pair.Receiver, "setpriv", asNobody...)
+	requireLog(t, second, stateTakenLog, 1)
+	echo()
+	l := waitLatest(t, backend.directions, echoed, valuesTimeout)
+	checkLatest(t, "collectors as nobody", l, echoed, echoed)
+	for series, n := range backend.startCounts() {
+		if n != 1 {
+			t.Errorf("%q: %d start times, want one", series, n)
+		}
+	}
+	if n := tcxEgressPrograms(t, pair); n != 1 {
+		t.Errorf("after the takeover: %d TCX egress programs, want 1", n)
+	}
+	stopKeepsAttached(t, pair, second)
+	if n := tcxEgressPrograms(t, pair); n != 1 {
+		t.Errorf("after a clean stop: %d TCX egress programs, want the pinned one", n)
+	}
+	removeStateDetaches(t, pair, dir)
+	for deadline := time.Now().Add(detachTimeout); tcxEgressPrograms(t, pair) != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a TCX egress program still on %s %v after rm -r", netnstest.ReceiverIface, detachTimeout)
+		}
+	}
+	t.Logf("as nobody, both directions: SIGKILLed, taken over, stopped, removed; final values:\n%s",
+		table(sortedConns(byDirection(echoed, "receive")), []string{"echoed each way", "OTLP receive", "OTLP transmit"},
+			byDirection(echoed, "receive"), byDirection(l.values, "receive"), byDirection(l.values, "transmit")))
+}
+
+// byDirection returns the counts of m of one direction, by connection.
+func byDirection(m map[dirConn]counts, direction string) map[conn]counts {
+	out := map[conn]counts{}
+	for k, v := range m {
+		if k.Direction == direction {
+			out[k.conn] = v
+		}
+	}
+	return out
+}
+
+// startCounts returns, for every series of xdpflow.packets received so
+// far, how many start timestamps its data points had.
+func (b *otlpHTTPBackend) startCounts() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]int{}
+	for id, p := range b.latest {
+		if p.Metric == "xdpflow.packets" {
+			out[strings.ReplaceAll(id, "\x00", " ")] = len(b.starts[id])
+		}
+	}
+	return out
 }
 
 // transmitCounts returns, per connection, the packets and frame bytes of

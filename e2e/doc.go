@@ -22,7 +22,9 @@
 // TestStateAcrossConfigurationChanges restarts it with another port set
 // (taken over), attribute set and max_connections (new tables);
 // TestLeastPrivilegeStateDirectory does it as nobody with the three
-// capabilities. Each ends by removing the pins, which detaches the program.
+// capabilities, and TestSIGKILLRestartWithStateBothDirections with
+// directions [receive, transmit]. Each ends by removing the pins, which
+// detaches the program.
 //
 // Run them with `sudo make e2e`, which builds the collector and passes its
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,
