@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,8 @@ func stateTransmitOptions(dir string) Options {
 // stay attached and count, in both directions, the UDP echoes sent while
 // no process runs; the next process takes both attachments over, giving
 // them its programs (one egress program on the interface, the new one),
-// and reads counts equal to captures on both ends of the veth. A clean
+// and reads counts equal to captures on both ends of the veth; datagrams
+// sent without a pause during the takeover are all counted, once. A clean
 // Close keeps both attached; a receive-only process removes the egress
 // program; Detach and ReleaseStaleLinks remove both, pins included.
 func TestStateTransmitSurvivesSIGKILL(t *testing.T) {
@@ -78,11 +80,14 @@ func testStateTransmitSurvivesSIGKILL(t *testing.T, hook string) {
 	}
 	captured := itUDPEcho(t, pair, uint32(idx), netnstest.SenderIPv4, netnstest.ReceiverIPv4)
 
-	second := loadStateful(t, stateTransmitOptions(dir))
-	if used, err := itAttach(pair, second, AttachNative); err != nil || used != AttachNative {
-		closeDatapath(t, second)
-		t.Fatalf("second attach: %s, %v; want the pinned native link taken over", used, err)
-	}
+	var second *Datapath
+	during := stSendDuring(t, pair, uint32(idx), func() {
+		second = loadStateful(t, stateTransmitOptions(dir))
+		if used, err := itAttach(pair, second, AttachNative); err != nil || used != AttachNative {
+			closeDatapath(t, second)
+			t.Fatalf("second attach: %s, %v; want the pinned native link taken over", used, err)
+		}
+	})
 	if r := second.State(); !r.Restored {
 		t.Errorf("second load: %+v, want the child's table", r)
 	}
@@ -95,7 +100,8 @@ func testStateTransmitSurvivesSIGKILL(t *testing.T, hook string) {
 	if x, _ := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface); ebpf.ProgramID(x.ProgID) != programID(t, second.Program()) {
 		t.Errorf("after the takeover: XDP program %d, want the second's", x.ProgID)
 	}
-	itCheckCaptured(t, second, captured) // counted while no process ran
+	itCheckCaptured(t, second, captured)             // counted while no process ran
+	itCheckCaptured(t, second, []itCaptured{during}) // counted by one program, then the other
 	itCheckCaptured(t, second, itUDPEcho(t, pair, uint32(idx), netnstest.SenderIPv6, netnstest.ReceiverIPv6))
 	closeDatapath(t, second)
 	stRequireAttached(t, pair, idx, dir, 1, "after a clean Close")
@@ -135,6 +141,57 @@ func testStateTransmitSurvivesSIGKILL(t *testing.T, hook string) {
 		t.Fatal(err)
 	}
 	stRequireDetached(t, pair, idx, dir, "after ReleaseStaleLinks")
+}
+
+// stSendDuring sends datagrams from the receiver's port 8080 to the
+// sender, one every 100 µs (a pace the veth's peer never drops at), while
+// takeover runs and for 100 ms after, and returns what a capture on the
+// sender's veth saw of them: the transmit entry must hold as many, counted
+// by the programs before and after the takeover, none twice, none lost.
+func stSendDuring(t *testing.T, pair *netnstest.Pair, ifindex uint32, takeover func()) itCaptured {
+	t.Helper()
+	const clientPort = 40960
+	client := netip.AddrPortFrom(netnstest.SenderIPv6, clientPort)
+	capture := netnstest.StartCapture(t, pair.Sender, netnstest.SenderIface, func(f netnstest.Frame) bool {
+		return f.Proto == unix.IPPROTO_UDP && f.SrcPort == 8080 && f.DstPort == clientPort
+	})
+	netnstest.ListenUDP(t, pair.Sender, client) // no port unreachable errors
+	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(netnstest.ReceiverIPv6, 8080))
+	defer server.Close()
+	stop, sent := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		payload := make([]byte, 100)
+		for i := 0; i < 200000; i++ { // bounded: 20 s at this pace
+			select {
+			case <-stop:
+				sent <- n
+				return
+			default:
+			}
+			if _, err := server.WriteToUDPAddrPort(payload, client); err == nil {
+				n++
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		<-stop
+		sent <- n
+	}()
+	takeover()
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	n := <-sent
+	res, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	packets, bytes := res.Pcap.Count(nil)
+	if packets != n {
+		t.Errorf("sent %d datagrams during the takeover, the far side captured %d", n, packets)
+	}
+	t.Logf("%d datagrams sent during the takeover", n)
+	key := FlowKey{SrcAddr: client.Addr().As16(), Ifindex: ifindex, SrcPort: clientPort, DstPort: 8080, Proto: UDP, Family: FamilyIPv6, Direction: Transmit}
+	return itCaptured{name: "udp sent during the takeover", key: key, packets: packets, bytes: bytes}
 }
 
 // stRequireAttached checks that an XDP program and egress programs of
