@@ -158,7 +158,7 @@ func stSendDuring(t *testing.T, pair *netnstest.Pair, ifindex uint32, takeover f
 	netnstest.ListenUDP(t, pair.Sender, client) // no port unreachable errors
 	server := netnstest.ListenUDP(t, pair.Receiver, netip.AddrPortFrom(netnstest.ReceiverIPv6, 8080))
 	defer server.Close()
-	stop, sent := make(chan struct{}), make(chan int)
+	stop, sent := make(chan struct{}), make(chan int, 1)
 	go func() {
 		n := 0
 		payload := make([]byte, 100)
@@ -177,10 +177,20 @@ func stSendDuring(t *testing.T, pair *netnstest.Pair, ifindex uint32, takeover f
 		<-stop
 		sent <- n
 	}()
+	halted := false
+	halt := func() int {
+		halted = true
+		close(stop)
+		return <-sent
+	}
+	defer func() { // takeover failed the test: end the sender all the same
+		if !halted {
+			halt()
+		}
+	}()
 	takeover()
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	n := <-sent
+	n := halt()
 	res, err := capture.Stop()
 	if err != nil {
 		t.Fatal(err)
