@@ -258,9 +258,6 @@ func (c *Config) validateDirections() []error {
 	if !slices.Contains(c.Directions, directionReceive) {
 		add("directions: receive is required (the XDP program always counts what arrives): use [receive] or [receive, transmit]")
 	}
-	if c.transmit() && c.StateDirectory != "" {
-		add("directions: transmit cannot be combined with state_directory yet (the egress attachment is not kept there): drop one of the two")
-	}
 	return errs
 }
 

@@ -334,15 +334,24 @@ func TestLeastPrivilege(t *testing.T) {
 
 // TestLeastPrivilegeEachCapabilityNeeded runs the collector as
 // TestLeastPrivilege does with one of the three capabilities dropped, and
-// with none: it must exit with an error before it is ready, naming
-// exactly the missing capabilities, and leave no program on the veth.
+// with none, receiving only and with directions: [receive, transmit]: it
+// must exit with an error before it is ready, naming exactly the missing
+// capabilities, and leave no program on the veth (XDP or egress).
 func TestLeastPrivilegeEachCapabilityNeeded(t *testing.T) {
 	bin := requireCollector(t)
 	requireTools(t, "setpriv")
 	u := nobody(t)
 	pair := netnstest.New(t)
 	dir := sharedDir(t, u)
-	_, cfg := writeDebugFileConfig(t, u, dir, "")
+	_, receiveCfg := writeDebugFileConfig(t, u, dir, "")
+	out := writeFileFor(t, u, dir, "debug-transmit.txt", "", 0o600)
+	transmitCfg := writeFileFor(t, u, dir, "config-transmit.yaml", collectorConfig{
+		Receivers: []component{xdpflowReceiver(xdpflowSettings{
+			Ports: []int{port}, CollectionInterval: time.Second, MinSnapshotInterval: time.Second,
+			More: "directions: [receive, transmit]\n",
+		})},
+		Exporters: []component{debugFileExporter(out)},
+	}.String(), 0o600)
 
 	type run struct {
 		label   string
@@ -355,15 +364,20 @@ func TestLeastPrivilegeEachCapabilityNeeded(t *testing.T) {
 		runs = append(runs, run{label: "without " + c.name, granted: granted, missing: []string{c.name}})
 	}
 	var summary []string
-	for _, r := range runs {
-		t.Run(r.label, func(t *testing.T) {
-			args := append(setprivArgs(u, r.granted), bin, "--config", cfg)
-			began := time.Now()
-			output, err := runToExit(t, pair.Receiver, 60*time.Second, "setpriv", args...)
-			took := time.Since(began)
-			code, errLine := checkCapabilityRefusal(t, pair, output, err, r.missing)
-			summary = append(summary, fmt.Sprintf("%-22s exit %d after %v: %s", r.label+":", code, took.Round(time.Millisecond), errLine))
-		})
+	for _, directions := range []struct{ label, cfg string }{{"receive", receiveCfg}, {"transmit", transmitCfg}} {
+		for _, r := range runs {
+			t.Run(directions.label+" "+r.label, func(t *testing.T) {
+				args := append(setprivArgs(u, r.granted), bin, "--config", directions.cfg)
+				began := time.Now()
+				output, err := runToExit(t, pair.Receiver, 60*time.Second, "setpriv", args...)
+				took := time.Since(began)
+				code, errLine := checkCapabilityRefusal(t, pair, output, err, r.missing)
+				if n := tcxEgressPrograms(t, pair); n != 0 {
+					t.Errorf("%d TCX egress programs on %s after the refusal, want 0", n, netnstest.ReceiverIface)
+				}
+				summary = append(summary, fmt.Sprintf("%-31s exit %d after %v: %s", directions.label+", "+r.label+":", code, took.Round(time.Millisecond), errLine))
+			})
+		}
 	}
 	t.Logf("start-up errors:\n%s", strings.Join(summary, "\n"))
 }

@@ -9,6 +9,9 @@
 // addresses truncated to prefixes), sends from several source addresses
 // (added to the sender veth with ip), and compares what reaches an OTLP/HTTP
 // backend in the test and Prometheus with the capture summed the same way.
+// TestBothDirectionsEqualTcpdump counts both directions (directions:
+// [receive, transmit]) of UDP echoes and TCP conversations against tcpdump
+// on both ends of the veth.
 // TestBackendDownBoundsMemory watches the collector's memory through a
 // one-minute backend outage with 20,000 connections, then checks that a
 // backend in the test receives every count. The state_directory tests
@@ -19,7 +22,9 @@
 // TestStateAcrossConfigurationChanges restarts it with another port set
 // (taken over), attribute set and max_connections (new tables);
 // TestLeastPrivilegeStateDirectory does it as nobody with the three
-// capabilities. Each ends by removing the pins, which detaches the program.
+// capabilities, and TestSIGKILLRestartWithStateBothDirections with
+// directions [receive, transmit]. Each ends by removing the pins, which
+// detaches the program.
 //
 // Run them with `sudo make e2e`, which builds the collector and passes its
 // path in XDPFLOW_COLLECTOR. They skip, saying why, when not run as root,

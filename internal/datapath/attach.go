@@ -31,7 +31,11 @@ type attachment struct {
 // error, and the other program is left untouched.
 //
 // With Options.Transmit it attaches the egress program too (EgressHook
-// says where), or neither.
+// says where), or neither. With Options.StateDir it takes over what an
+// earlier process left attached there, giving it the new programs, and
+// keeps what it attaches for the next process; the egress program of an
+// earlier process with transmit counting is removed when this one has
+// none.
 func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -52,7 +56,11 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 			return 0, fmt.Errorf("attach xdp to %s: %w", iface, err)
 		}
 		if ok {
-			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: used}
+			egress, err := d.attachEgress(iface, ifc.Index)
+			if err != nil {
+				return 0, errors.Join(err, l.Close()) // the pinned link keeps counting
+			}
+			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: used, egress: egress}
 			d.names[ifc.Index] = iface
 			return used, nil
 		}
@@ -74,11 +82,9 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 					return 0, errors.Join(fmt.Errorf("attach xdp to %s: pin the link in the state directory: %w", iface, err), l.Close())
 				}
 			}
-			var egress *egressLink
-			if d.objs.XdpflowEgress != nil {
-				if egress, err = attachEgress(iface, ifc.Index, d.objs.XdpflowEgress); err != nil {
-					return 0, errors.Join(err, l.Unpin(), l.Close())
-				}
+			egress, err := d.attachEgress(iface, ifc.Index)
+			if err != nil {
+				return 0, errors.Join(err, l.Unpin(), l.Close())
 			}
 			d.links[iface] = &attachment{link: l, ifindex: ifc.Index, mode: m, egress: egress}
 			d.names[ifc.Index] = iface
@@ -90,6 +96,19 @@ func (d *Datapath) Attach(iface string, mode AttachMode) (AttachMode, error) {
 		}
 	}
 	return 0, errors.Join(errs...)
+}
+
+// attachEgress attaches the egress program to iface at ifindex, if
+// loaded (Options.Transmit); without it, and with a state directory, it
+// removes the egress program an earlier process left there.
+func (d *Datapath) attachEgress(iface string, ifindex int) (*egressLink, error) {
+	if d.objs.XdpflowEgress != nil {
+		return attachEgress(iface, ifindex, d.objs.XdpflowEgress, d.state)
+	}
+	if d.state != nil {
+		return nil, d.state.releaseEgress(iface, ifindex)
+	}
+	return nil, nil
 }
 
 func xdpFlags(m AttachMode) link.XDPAttachFlags {
@@ -135,17 +154,21 @@ func (d *Datapath) detachAllLocked() []error {
 	return errs
 }
 
-// detachLink removes the program from iface for good, pinned or not.
+// detachLink removes the programs from iface for good, pinned or not.
 func detachLink(iface string, a *attachment) error {
 	if err := a.link.Unpin(); err != nil {
 		return fmt.Errorf("detach xdp from %s: unpin: %w", iface, err)
 	}
+	if a.egress != nil {
+		if err := a.egress.unpin(); err != nil {
+			return fmt.Errorf("detach from %s: %w", iface, err)
+		}
+	}
 	return closeLink(iface, a)
 }
 
-// closeLink releases the link: the program is detached unless the link
-// is pinned in a state directory. The egress program, never pinned, is
-// detached.
+// closeLink releases the links: the programs are detached unless they are
+// kept in a state directory.
 func closeLink(iface string, a *attachment) error {
 	var errs []error
 	if a.egress != nil {

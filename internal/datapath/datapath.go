@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Datapath is the loaded XDP program with its maps and links. Its methods
@@ -85,13 +86,16 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	if err := loadObjects(spec, &d.objs, opts.Transmit, loadOpts); err != nil {
 		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			if missing := missingCapabilities(); len(missing) > 0 {
-				// Without CAP_PERFMON the verifier forbids the packet
-				// pointer arithmetic that header parsing needs.
-				return nil, fmt.Errorf("load xdpflow program: the verifier refused it because the process lacks %s (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): %v",
-					strings.Join(missing, ", "), verr)
-			}
+		isVerr := errors.As(err, &verr)
+		// Without CAP_PERFMON the verifier forbids the packet pointer
+		// arithmetic that header parsing needs. For some programs
+		// (xdpflow_evict on Linux 6.18) it then answers EFAULT, which the
+		// library calls a verifier bug, rather than EACCES with a log.
+		if missing := missingCapabilities(); len(missing) > 0 && (isVerr || errors.Is(err, unix.EFAULT)) {
+			return nil, fmt.Errorf("load xdpflow program: the verifier refused it because the process lacks %s (run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): %v",
+				strings.Join(missing, ", "), err)
+		}
+		if isVerr {
 			return nil, fmt.Errorf("load xdpflow program: %+v", verr)
 		}
 		return nil, privilegeError("load xdpflow program", err)

@@ -5,7 +5,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 
@@ -294,18 +293,6 @@ func TestEgressNeverDrops(t *testing.T) {
 				t.Fatalf("frame %x: returned %#x, %v; want TC_ACT_UNSPEC", frame, ret, err)
 			}
 		}
-	}
-}
-
-// TestTransmitRefusesStateDir checks that transmit counting and a state
-// directory are refused together, naming both: the egress attachment is
-// not pinned, so it would not survive the process as the table does.
-func TestTransmitRefusesStateDir(t *testing.T) {
-	o := withTransmit(DefaultOptions())
-	o.StateDir = "/sys/fs/bpf/xdpflow"
-	err := o.withDefaults().validate()
-	if err == nil || !strings.Contains(err.Error(), "transmit") || !strings.Contains(err.Error(), "state directory") {
-		t.Errorf("validate(transmit + state directory) = %v, want an error naming both", err)
 	}
 }
 

@@ -114,8 +114,12 @@ type Options struct {
 	// the statistics and the attachments across processes: Load takes
 	// over those an earlier process left there when they were made for
 	// the same layout, grouping and MaxConnections (State says whether),
-	// and Close leaves them attached and counting. Empty: nothing
-	// outlives the Datapath.
+	// and Close leaves them attached and counting. With Transmit, the
+	// egress program's TCX links are pinned there too, and a tc filter of
+	// ours, which outlives its process anyway, stays on Close and is
+	// given the next process's program in place. Empty: nothing outlives
+	// the Datapath but a tc filter of a killed process, which the next
+	// Attach replaces.
 	StateDir string
 	// ReadChanged makes ReadChanged available, with a kernel buffer of
 	// min(MaxConnections, MaxChangedRead) entries of 80 bytes.
@@ -173,9 +177,6 @@ func (o Options) validate() error {
 	}
 	if o.MaxConnections == 0 || o.MaxConnections > MaxConnectionsLimit {
 		errs = append(errs, fmt.Errorf("max connections %d is out of range (1-%d)", o.MaxConnections, MaxConnectionsLimit))
-	}
-	if o.Transmit && o.StateDir != "" {
-		errs = append(errs, errors.New("transmit counting cannot be combined with a state directory yet: the egress attachment is not pinned (drop one of the two)"))
 	}
 	errs = append(errs, o.validateGrouping())
 	return errors.Join(errs...)

@@ -30,6 +30,10 @@ const stateLayout = "xdpflow state 3"
 const (
 	stateMeta       = "meta"
 	stateLinkPrefix = "link:" // link:<interface>:<mode>; ':' is in no interface name
+	// stateEgressPrefix names the pinned TCX links of the egress program,
+	// egress:<interface>. A tc filter, the fallback, needs no pin: it
+	// outlives its process anyway.
+	stateEgressPrefix = "egress:"
 )
 
 // state is the bpffs directory in which a Datapath keeps its flow table,
@@ -181,6 +185,73 @@ func (s *state) linkPath(iface string, mode AttachMode) string {
 	return filepath.Join(s.dir, stateLinkPrefix+iface+":"+mode.String())
 }
 
+func (s *state) egressLinkPath(iface string) string {
+	return filepath.Join(s.dir, stateEgressPrefix+iface)
+}
+
+// pinnedEgressLinks returns the pinned TCX links' paths by interface name.
+func (s *state) pinnedEgressLinks() map[string]string {
+	paths, _ := filepath.Glob(filepath.Join(s.dir, stateEgressPrefix+"*"))
+	out := make(map[string]string, len(paths))
+	for _, p := range paths {
+		out[strings.TrimPrefix(filepath.Base(p), stateEgressPrefix)] = p
+	}
+	return out
+}
+
+// adoptEgress takes over the TCX link of the egress program an earlier
+// process pinned for iface at ifindex, running prog from now on (an
+// atomic replacement, as adopt's). A link of an interface that was
+// deleted since is removed. It returns nil when there is no link to take
+// over.
+func (s *state) adoptEgress(iface string, ifindex int, prog *ebpf.Program) (*egressLink, error) {
+	path := s.egressLinkPath(iface)
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take over the TCX egress link of %s: %w", iface, foreignPin(path, err))
+	}
+	if info, err := l.Info(); err != nil || info.TCX() == nil || int(info.TCX().Ifindex) != ifindex {
+		return nil, errors.Join(l.Unpin(), l.Close()) // the interface was created again
+	}
+	if err := l.Update(prog); err != nil {
+		return nil, errors.Join(fmt.Errorf("give the TCX egress link of %s the new program: %w", iface, err), l.Close())
+	}
+	return &egressLink{hook: HookTCX, link: l, kept: true}, nil
+}
+
+// releaseEgress detaches for good the egress program an earlier process
+// left on iface at ifindex: its pinned TCX link, and a tc filter of ours
+// (a process with transmit counting that this one has not).
+func (s *state) releaseEgress(iface string, ifindex int) error {
+	var errs []error
+	if path, ok := s.pinnedEgressLinks()[iface]; ok {
+		errs = append(errs, unpinLink(path))
+	}
+	if ifindex != 0 {
+		errs = append(errs, removeOurFilters(ifindex))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("release the egress program of %s: %w", iface, err)
+	}
+	return nil
+}
+
+// unpinLink removes the link pinned at path, detaching it unless a
+// process holds it.
+func unpinLink(path string) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return foreignPin(path, err)
+	}
+	return errors.Join(l.Unpin(), l.Close())
+}
+
 // pinnedLinks returns the pinned links' paths by interface name.
 func (s *state) pinnedLinks() map[string]string {
 	paths, _ := filepath.Glob(filepath.Join(s.dir, stateLinkPrefix+"*"))
@@ -219,8 +290,10 @@ func (s *state) adopt(iface string, ifindex int, prog *ebpf.Program) (l link.Lin
 
 // ReleaseStaleLinks detaches for good the links an earlier process pinned
 // in the state directory that this Datapath has not taken over, where keep
-// rejects the interface or the interface is gone. Without a state
-// directory it does nothing.
+// rejects the interface or the interface is gone, and with them the
+// egress program there (its pinned TCX link or our tc filter). Call it in
+// the interfaces' network namespace, as Attach: tc filters are found by
+// ifindex. Without a state directory it does nothing.
 func (d *Datapath) ReleaseStaleLinks(keep func(iface string) bool) error {
 	if d.state == nil {
 		return nil
@@ -243,7 +316,19 @@ func (d *Datapath) ReleaseStaleLinks(keep func(iface string) bool) error {
 			errs = append(errs, l.Close()) // the follower takes it over
 			continue
 		}
-		errs = append(errs, l.Unpin(), l.Close())
+		ifindex := 0
+		if !gone {
+			ifindex = int(info.XDP().Ifindex)
+		}
+		errs = append(errs, d.state.releaseEgress(iface, ifindex), l.Unpin(), l.Close())
+	}
+	// TCX links without an XDP link left: a process killed in between.
+	xdp := d.state.pinnedLinks()
+	for iface, path := range d.state.pinnedEgressLinks() {
+		if _, ours := d.links[iface]; ours || xdp[iface] != "" {
+			continue
+		}
+		errs = append(errs, unpinLink(path))
 	}
 	return errors.Join(errs...)
 }

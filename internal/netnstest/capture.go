@@ -20,6 +20,7 @@ import (
 type Capture struct {
 	fd      int
 	iface   string
+	vnet    bool // each frame follows a virtio-net header (StartGSOCapture)
 	match   func(Frame) bool
 	quit    chan struct{} // closed by Stop to end the reader
 	done    chan struct{} // closed when the reader has ended
@@ -93,10 +94,24 @@ func ToPort(proto uint8, port uint16) func(Frame) bool {
 // created earlier in the test).
 func StartCapture(tb testing.TB, ns, iface string, match func(Frame) bool) *Capture {
 	tb.Helper()
-	c := &Capture{iface: iface, match: match, quit: make(chan struct{}), done: make(chan struct{}), lastKept: time.Now()}
+	return startCapture(tb, ns, iface, match, false)
+}
+
+// StartGSOCapture is StartCapture where each packet also carries what the
+// kernel's virtio-net header says of it (PACKET_VNET_HDR): the segment
+// size and type of a GSO packet, e.g. one a veth with TSO on handed to
+// its peer whole (see Packet.WireSegments).
+func StartGSOCapture(tb testing.TB, ns, iface string, match func(Frame) bool) *Capture {
+	tb.Helper()
+	return startCapture(tb, ns, iface, match, true)
+}
+
+func startCapture(tb testing.TB, ns, iface string, match func(Frame) bool, vnet bool) *Capture {
+	tb.Helper()
+	c := &Capture{iface: iface, vnet: vnet, match: match, quit: make(chan struct{}), done: make(chan struct{}), lastKept: time.Now()}
 	err := Do(ns, func() error {
 		var err error
-		c.fd, err = openCaptureSocket(iface)
+		c.fd, err = openCaptureSocket(iface, vnet)
 		return err
 	})
 	if err != nil {
@@ -114,8 +129,9 @@ func StartCapture(tb testing.TB, ns, iface string, match func(Frame) bool) *Capt
 }
 
 // openCaptureSocket opens and binds the capture socket for the interface
-// iface of the calling thread's namespace.
-func openCaptureSocket(iface string) (int, error) {
+// iface of the calling thread's namespace; with vnet, each frame read
+// follows a virtio-net header.
+func openCaptureSocket(iface string, vnet bool) (int, error) {
 	ifc, err := net.InterfaceByName(iface)
 	if err != nil {
 		return -1, err
@@ -132,6 +148,12 @@ func openCaptureSocket(iface string) (int, error) {
 	}{
 		{"SO_RCVBUFFORCE", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, captureRcvBuf) }},
 		{"SO_TIMESTAMPNS", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) }},
+		{"PACKET_VNET_HDR", func() error {
+			if !vnet {
+				return nil
+			}
+			return unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1)
+		}},
 		{"SO_ATTACH_FILTER", func() error { return attachFilter(fd, inboundOnly) }},
 		{"bind", func() error {
 			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifc.Index})
@@ -210,19 +232,35 @@ func (c *Capture) drain(buf, oob []byte) error {
 		case flags&unix.MSG_TRUNC != 0 || n > len(buf):
 			return fmt.Errorf("a frame of %d bytes is longer than the %d bytes captured", n, len(buf))
 		}
-		c.keep(buf[:n], receiveTime(oob[:oobn]))
+		frame, gso, err := c.split(buf[:n])
+		if err != nil {
+			return err
+		}
+		c.keep(frame, gso, receiveTime(oob[:oobn]))
 	}
 }
 
+// split separates the virtio-net header from the frame, if the socket
+// has one.
+func (c *Capture) split(b []byte) ([]byte, GSO, error) {
+	if !c.vnet {
+		return b, GSO{}, nil
+	}
+	if len(b) < vnetHdrLen {
+		return nil, GSO{}, fmt.Errorf("a read of %d bytes is shorter than the virtio-net header", len(b))
+	}
+	return b[vnetHdrLen:], parseVnetHdr(b[:vnetHdrLen]), nil
+}
+
 // keep records frame, received at t, if it matches.
-func (c *Capture) keep(frame []byte, t time.Time) {
+func (c *Capture) keep(frame []byte, gso GSO, t time.Time) {
 	f, err := DecodeEthernet(frame)
 	kept := c.match == nil || (err == nil && c.match(f))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.read++
 	if kept {
-		c.packets = append(c.packets, Packet{Time: t, OrigLen: len(frame), Data: append([]byte(nil), frame...)})
+		c.packets = append(c.packets, Packet{Time: t, OrigLen: len(frame), Data: append([]byte(nil), frame...), GSO: gso})
 		c.lastKept = time.Now()
 	}
 }

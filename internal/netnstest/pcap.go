@@ -37,6 +37,9 @@ type Packet struct {
 	OrigLen int
 	// Data holds the captured bytes: the first min(OrigLen, SnapLen).
 	Data []byte
+	// GSO is what the kernel said of a GSO packet, with StartGSOCapture;
+	// zero otherwise. Not in pcap files.
+	GSO GSO
 }
 
 // ReadPcapFile reads the pcap file at path (see ReadPcap).
