@@ -77,14 +77,14 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs about 296 bytes of kernel memory, preallocated at load:
-// 19 MB for 65536 entries, 5 GB at this limit. About 216 are the table's
-// (the memlock of the flows map in `bpftool map show` on Linux 6.18: 13.6
-// MB for 65536 entries with the 48-byte key that holds the destination
-// address and the direction, before the value's 8-byte epoch of change
-// tracking), 80 the array ReadFlows walks the table into (dump_out:
-// 5,246,976 bytes for 65536). TrackChanges adds 176 bytes an entry up to
-// MaxChangedRead.
+// Each entry costs 296 bytes of kernel memory, preallocated at load: 19.4
+// MB for 65536 entries, 5 GB at this limit. 216 are the table's (the
+// memlock of the flows map in /proc/self/fdinfo on Linux 6.18: 14,157,088
+// bytes for 65536 entries, with the 48-byte key that holds the
+// destination address and the direction, and the value's epoch of change
+// tracking; TestSYNFlood logs it), 80 the array ReadFlows walks the table
+// into (dump_out: 5,246,976 bytes for 65536). TrackChanges adds 176 bytes
+// an entry up to MaxChangedRead.
 const MaxConnectionsLimit = 1 << 24
 
 // Options are the load-time settings of the XDP program.
