@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -31,13 +32,14 @@ const (
 )
 
 // agentConfig is collector A: the xdpflow receiver with settings s,
-// counting port 8080, then a batch processor and exporter.
-func agentConfig(s xdpflowSettings, exporter component) string {
+// counting port 8080, then a batch processor and the exporters, all in
+// one pipeline.
+func agentConfig(s xdpflowSettings, exporters ...component) string {
 	s.Ports = []int{port}
 	return collectorConfig{
 		Receivers:  []component{xdpflowReceiver(s)},
 		Processors: []component{batchProcessor},
-		Exporters:  []component{exporter},
+		Exporters:  exporters,
 	}.String()
 }
 
@@ -301,6 +303,40 @@ func (p *prometheus) flows() (flowMetrics, error) {
 		fm.problems = append(fm.problems, fmt.Sprintf("%d overflow series: %v", len(res), res))
 	}
 	return fm, nil
+}
+
+// points returns the latest value of every series of the receiver's
+// xdpflow.packets, xdpflow.bytes and xdpflow.overflow.packets in
+// Prometheus, as points: the metric's OTLP name, and its labels but
+// __name__ and those of the instrumentation scope, which must be the
+// receiver's. They have no timestamps: there is one point per series.
+func (p *prometheus) points() ([]point, error) {
+	var pts []point
+	for metric, name := range map[string]string{
+		"xdpflow.packets":          "xdpflow_packets_total",
+		"xdpflow.bytes":            "xdpflow_bytes_total",
+		"xdpflow.overflow.packets": "xdpflow_overflow_packets_total",
+	} {
+		res, err := p.query(name)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range res {
+			v, err := sampleValue(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s%v: %w", name, s.Metric, err)
+			}
+			attrs := maps.Clone(s.Metric)
+			if scope := attrs["otel_scope_name"]; scope != receiverScope {
+				return nil, fmt.Errorf("%s%v: otel_scope_name %q, want %q", name, s.Metric, scope, receiverScope)
+			}
+			for _, l := range []string{"__name__", "otel_scope_name", "otel_scope_version"} {
+				delete(attrs, l)
+			}
+			pts = append(pts, point{Metric: metric, Attrs: attrs, Value: int64(v)})
+		}
+	}
+	return pts, nil
 }
 
 func sampleValue(s sample) (uint64, error) {

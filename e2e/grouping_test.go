@@ -262,34 +262,11 @@ func (b *otlpHTTPBackend) groupedSeries() (groupedMetrics, error) {
 }
 
 // groupedSeries returns the latest values of the receiver's series in
-// Prometheus, as points (the metric's OTLP name, and its labels but
-// __name__ and those of the instrumentation scope, which must be the
-// receiver's), reduced by latestSeries.
+// Prometheus, reduced by latestSeries.
 func (p *prometheus) groupedSeries() (groupedMetrics, error) {
-	var pts []point
-	for metric, name := range map[string]string{
-		"xdpflow.packets":          "xdpflow_packets_total",
-		"xdpflow.bytes":            "xdpflow_bytes_total",
-		"xdpflow.overflow.packets": "xdpflow_overflow_packets_total",
-	} {
-		res, err := p.query(name)
-		if err != nil {
-			return groupedMetrics{}, err
-		}
-		for _, s := range res {
-			v, err := sampleValue(s)
-			if err != nil {
-				return groupedMetrics{}, fmt.Errorf("%s%v: %w", name, s.Metric, err)
-			}
-			attrs := maps.Clone(s.Metric)
-			if scope := attrs["otel_scope_name"]; scope != receiverScope {
-				return groupedMetrics{}, fmt.Errorf("%s%v: otel_scope_name %q, want %q", name, s.Metric, scope, receiverScope)
-			}
-			for _, l := range []string{"__name__", "otel_scope_name", "otel_scope_version"} {
-				delete(attrs, l)
-			}
-			pts = append(pts, point{Metric: metric, Attrs: attrs, Value: int64(v)})
-		}
+	pts, err := p.points()
+	if err != nil {
+		return groupedMetrics{}, err
 	}
 	return latestSeries(pts, promLabel), nil
 }
