@@ -125,6 +125,19 @@ func promLabel(attr string) string { return strings.ReplaceAll(attr, ".", "_") }
 // labels replace dots with underscores). network.type must match the
 // address family.
 func connFromAttrs(attrs map[string]string, name func(string) string) (conn, error) {
+	c, err := connTupleFromAttrs(attrs, name)
+	if err != nil {
+		return c, err
+	}
+	if got := attrs[name("network.type")]; got != c.networkType() {
+		return c, fmt.Errorf("network.type %q for address %s", got, c.Src)
+	}
+	return c, nil
+}
+
+// connTupleFromAttrs reads a connection as connFromAttrs does, but not
+// network.type: a PromQL join's result keeps only the labels it matched on.
+func connTupleFromAttrs(attrs map[string]string, name func(string) string) (conn, error) {
 	var c conn
 	addr, err := netip.ParseAddr(attrs[name("source.address")])
 	if err != nil {
@@ -141,9 +154,6 @@ func connFromAttrs(attrs map[string]string, name func(string) string) (conn, err
 	c = conn{Transport: attrs[name("network.transport")], Src: addr, SrcPort: uint16(sport), DstPort: uint16(dport)}
 	if c.Transport != "tcp" && c.Transport != "udp" {
 		return c, fmt.Errorf("network.transport %q", c.Transport)
-	}
-	if got := attrs[name("network.type")]; got != c.networkType() {
-		return c, fmt.Errorf("network.type %q for address %s", got, addr)
 	}
 	return c, nil
 }

@@ -7,9 +7,14 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,21 +38,29 @@ type dirConn struct {
 func (d dirConn) String() string { return d.conn.String() + " " + d.Direction }
 
 // TestBothDirectionsEqualTcpdump runs the built collector with directions
-// [receive, transmit], exporting over OTLP/HTTP, while UDP echoes (one
-// datagram of each size each way, sizes from 0 to the MTU) and TCP
-// conversations (round trips, then a bulk write) cross the veth over IPv4
-// and IPv6. tcpdump captures what the receiver's veth receives and, on
-// the far side, what the sender's veth receives from it (the receiver's
-// transmit): per connection and direction, the final exported values must
-// equal those captures, and for UDP the datagrams sent.
+// [receive, transmit], exporting in one pipeline over OTLP/HTTP and to a
+// real Prometheus by remote write, while UDP echoes (one datagram of each
+// size each way, sizes from 0 to the MTU) and TCP conversations (round
+// trips, then a bulk write) cross the veth over IPv4 and IPv6. tcpdump
+// captures what the receiver's veth receives and, on the far side, what
+// the sender's veth receives from it (the receiver's transmit): per
+// connection and direction, the final values in both backends must equal
+// those captures, and for UDP the datagrams sent; and README's join query
+// must return one element per connection, its transmitted bytes over its
+// received bytes.
 func TestBothDirectionsEqualTcpdump(t *testing.T) {
 	bin := requireCollector(t)
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("this test needs Prometheus: apt-get install prometheus (%v)", err)
+	}
 	pair := netnstest.New(t)
 	backend := startOTLPHTTPBackend(t, pair.Receiver, directionsOTLPAddr)
+	prom := startPrometheus(t, promBin, pair.Receiver)
 	a := startCollector(t, bin, "A", pair.Receiver, agentConfig(xdpflowSettings{
 		CollectionInterval: time.Second, MinSnapshotInterval: time.Second, NewConnectionsPerEvent: 5,
 		More: "directions: [receive, transmit]\n",
-	}, otlpHTTPExporter(directionsOTLPAddr)))
+	}, otlpHTTPExporter(directionsOTLPAddr), promRemoteWriteExporter))
 	requireNativeAttach(t, a)
 
 	received := capturePort(t, pair)
@@ -93,25 +106,122 @@ func TestBothDirectionsEqualTcpdump(t *testing.T) {
 
 	l := waitLatest(t, backend.directions, captured, valuesTimeout)
 	checkLatest(t, "OTLP", l, captured, want)
-	t.Logf("final values:\n%s", table(conns, []string{"tcpdump receive", "OTLP receive", "tcpdump transmit", "OTLP transmit"},
-		byDirection(captured, "receive"), byDirection(l.values, "receive"), byDirection(captured, "transmit"), byDirection(l.values, "transmit")))
+	pm := waitLatest(t, prom.directions, captured, valuesTimeout)
+	checkLatest(t, "Prometheus", pm, captured, want)
+	checkJoin(t, prom, conns, captured)
+	var cols []string
+	var values []map[conn]counts
+	for _, d := range []string{"receive", "transmit"} {
+		cols = append(cols, "tcpdump "+d, "OTLP "+d, "Prometheus "+d)
+		values = append(values, byDirection(captured, d), byDirection(l.values, d), byDirection(pm.values, d))
+	}
+	t.Logf("final values:\n%s", table(conns, cols, values...))
 }
 
 // directions returns the latest values of the receiver's series received
 // so far, by connection and direction.
 func (b *otlpHTTPBackend) directions() (latest[dirConn], error) {
 	return foldLatest(b.points(), func(attrs map[string]string) (dirConn, error) {
-		c, err := connFromAttrs(attrs, otlpAttr)
-		d := dirConn{c, attrs["network.io.direction"]}
-		switch {
-		case err != nil:
-		case attrs["network.interface.name"] != netnstest.ReceiverIface:
-			err = fmt.Errorf("network.interface.name %q, want %q", attrs["network.interface.name"], netnstest.ReceiverIface)
-		case d.Direction != "receive" && d.Direction != "transmit":
-			err = fmt.Errorf("network.io.direction %q", d.Direction)
-		}
-		return d, err
+		return dirConnFromAttrs(attrs, otlpAttr)
 	}), nil
+}
+
+// directions returns the latest values of the receiver's series in
+// Prometheus, by connection and direction.
+func (p *prometheus) directions() (latest[dirConn], error) {
+	pts, err := p.points()
+	if err != nil {
+		return latest[dirConn]{}, err
+	}
+	return foldLatest(pts, func(attrs map[string]string) (dirConn, error) {
+		return dirConnFromAttrs(attrs, promLabel)
+	}), nil
+}
+
+// dirConnFromAttrs reads a connection and its direction from the
+// receiver's attributes, as connFromAttrs does; the interface must be the
+// receiver veth. name maps an OTLP attribute name to its key.
+func dirConnFromAttrs(attrs map[string]string, name func(string) string) (dirConn, error) {
+	c, err := connFromAttrs(attrs, name)
+	d := dirConn{c, attrs[name("network.io.direction")]}
+	switch {
+	case err != nil:
+	case attrs[name("network.interface.name")] != netnstest.ReceiverIface:
+		err = fmt.Errorf("network.interface.name %q, want %q", attrs[name("network.interface.name")], netnstest.ReceiverIface)
+	case d.Direction != "receive" && d.Direction != "transmit":
+		err = fmt.Errorf("network.io.direction %q", d.Direction)
+	}
+	return d, err
+}
+
+// joinDirectionsQuery is README's "Both directions" query: bytes sent per
+// byte received, per connection, the two directions joined by one on(...)
+// clause.
+const joinDirectionsQuery = `  xdpflow_bytes_total{network_io_direction="transmit"}
+/ on(source_address, source_port, destination_port, network_transport, network_interface_name)
+  xdpflow_bytes_total{network_io_direction="receive"}`
+
+// joinLabels are the labels of an element of joinDirectionsQuery's
+// result: those of its on(...) clause, sorted.
+var joinLabels = []string{"destination_port", "network_interface_name", "network_transport", "source_address", "source_port"}
+
+// checkJoin runs joinDirectionsQuery on Prometheus, which must hold the
+// final values of conns: it must return one element per connection,
+// labelled with the on(...) clause's labels only, whose value is the
+// captured transmitted bytes over the captured received bytes.
+func checkJoin(t *testing.T, prom *prometheus, conns []conn, captured map[dirConn]counts) {
+	t.Helper()
+	res, err := prom.query(joinDirectionsQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(conns) {
+		t.Errorf("the join query returned %d elements, want one per connection (%d): %v", len(res), len(conns), res)
+	}
+	joined := map[conn]bool{}
+	for _, s := range res {
+		c, err := connTupleFromAttrs(s.Metric, promLabel)
+		if got := slices.Sorted(maps.Keys(s.Metric)); err == nil && !slices.Equal(got, joinLabels) {
+			err = fmt.Errorf("labels %v, want %v", got, joinLabels)
+		}
+		if err == nil && s.Metric["network_interface_name"] != netnstest.ReceiverIface {
+			err = fmt.Errorf("network_interface_name %q, want %q", s.Metric["network_interface_name"], netnstest.ReceiverIface)
+		}
+		if err != nil {
+			t.Errorf("join element %v: %v", s.Metric, err)
+			continue
+		}
+		if joined[c] {
+			t.Errorf("join: %s twice", c)
+		}
+		joined[c] = true
+		ratio, err := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
+		if err != nil {
+			t.Fatalf("join for %s: %v", c, err)
+		}
+		tx, rx := captured[dirConn{c, "transmit"}].Bytes, captured[dirConn{c, "receive"}].Bytes
+		if want := float64(tx) / float64(rx); math.Abs(ratio-want) > 1e-9 {
+			t.Errorf("join for %s: %v, want %v (captured: transmitted %d bytes, received %d)", c, ratio, want, tx, rx)
+		}
+		t.Logf("join for %s: transmitted/received bytes %.4f (captures: %d / %d)", c, ratio, tx, rx)
+	}
+	for _, c := range conns {
+		if !joined[c] {
+			t.Errorf("the join query has no element for %s", c)
+		}
+	}
+}
+
+// TestJoinQueryInREADME checks that the join query the tests run is
+// README's, word for word (needs no privileges).
+func TestJoinQueryInREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```promql\n"+joinDirectionsQuery+"\n```") {
+		t.Errorf("README.md has no promql block with the query the tests run:\n%s", joinDirectionsQuery)
+	}
 }
 
 // TestSIGKILLRestartWithStateBothDirections runs the collector as nobody

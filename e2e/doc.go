@@ -11,7 +11,8 @@
 // backend in the test and Prometheus with the capture summed the same way.
 // TestBothDirectionsEqualTcpdump counts both directions (directions:
 // [receive, transmit]) of UDP echoes and TCP conversations against tcpdump
-// on both ends of the veth.
+// on both ends of the veth, through an OTLP/HTTP backend and Prometheus,
+// and runs README's query joining the two directions on Prometheus.
 // TestBackendDownBoundsMemory watches the collector's memory through a
 // one-minute backend outage with 20,000 connections, then checks that a
 // backend in the test receives every count. The state_directory tests
