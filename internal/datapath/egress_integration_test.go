@@ -160,6 +160,22 @@ func egressPrograms(t *testing.T, ns string, ifindex int) int {
 	return n
 }
 
+// requireCloseDetachesEgress checks that d has one egress program on the
+// interface ifindex of namespace ns, closes d, and checks that none is
+// left there.
+func requireCloseDetachesEgress(t *testing.T, d *Datapath, ns string, ifindex int) {
+	t.Helper()
+	if n := egressPrograms(t, ns, ifindex); n != 1 {
+		t.Errorf("attached: %d egress programs of ours, want 1", n)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := egressPrograms(t, ns, ifindex); n != 0 {
+		t.Errorf("after Close: %d egress programs of ours, want 0", n)
+	}
+}
+
 // TestEgressCloseDetaches checks that Close removes the egress program
 // from every interface, through either hook.
 func TestEgressCloseDetaches(t *testing.T) {
@@ -182,15 +198,7 @@ func TestEgressCloseDetaches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := egressPrograms(t, pair.Receiver, idx); n != 1 {
-				t.Errorf("attached: %d egress programs, want 1", n)
-			}
-			if err := d.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
-				t.Errorf("after Close: %d egress programs, want 0", n)
-			}
+			requireCloseDetachesEgress(t, d, pair.Receiver, idx)
 		})
 	}
 }
@@ -272,15 +280,7 @@ func TestEgressTCReplacesStaleFilter(t *testing.T) {
 	if _, err := itAttach(pair, d, AttachGeneric); err != nil {
 		t.Fatalf("Attach over a stale filter of ours: %v", err)
 	}
-	if n := egressPrograms(t, pair.Receiver, idx); n != 1 {
-		t.Errorf("%d egress filters of ours, want 1", n)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if n := egressPrograms(t, pair.Receiver, idx); n != 0 {
-		t.Errorf("after Close: %d egress filters of ours, want 0", n)
-	}
+	requireCloseDetachesEgress(t, d, pair.Receiver, idx)
 }
 
 // TestEgressInterfaceDeleted checks that an interface deleted while
