@@ -242,6 +242,15 @@ func TestSIGKILLChild(t *testing.T) {
 	if err != nil {
 		fail("load: %v", err)
 	}
+	attachAndWaitForKill(d, ns, mode, fail)
+}
+
+// attachAndWaitForKill is the rest of a child process of the SIGKILL
+// tests: it attaches d in namespace ns, prints "attached <XDP program
+// ID>" and waits to be killed. It never returns: it exits when its stdin
+// reaches end of file (the parent is gone) or after skChildLifetime, and
+// calls fail, which exits, on an error.
+func attachAndWaitForKill(d *Datapath, ns string, mode AttachMode, fail func(format string, args ...any)) {
 	if err := netnstest.Do(ns, func() error {
 		_, err := d.Attach(netnstest.ReceiverIface, mode)
 		return err

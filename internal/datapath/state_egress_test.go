@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -370,25 +369,5 @@ func TestStateTransmitChild(t *testing.T) {
 	if err != nil {
 		fail("load: %v", err)
 	}
-	if err := netnstest.Do(ns, func() error {
-		_, err := d.Attach(netnstest.ReceiverIface, AttachNative)
-		return err
-	}); err != nil {
-		fail("attach: %v", err)
-	}
-	info, err := d.Program().Info()
-	if err != nil {
-		fail("program info: %v", err)
-	}
-	id, ok := info.ID()
-	if !ok {
-		fail("program ID unavailable")
-	}
-	fmt.Printf("attached %d\n", id)
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		os.Exit(3) // the parent is gone
-	}()
-	time.Sleep(skChildLifetime)
-	os.Exit(4)
+	attachAndWaitForKill(d, ns, AttachNative, fail)
 }
