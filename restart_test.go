@@ -77,7 +77,7 @@ func TestRestartLeavesNothingBehind(t *testing.T) {
 		}), "start %d (%s)", i, cfg.AttachMode)
 		held := rstBPFObjects(t).minus(bpfBefore)
 		require.Len(t, held[rstLink], 1, "start %d: BPF links held: %v", i, held)
-		require.Len(t, held[rstProg], 5, "start %d: BPF programs held (xdpflow, xdpflow_evict, xdpflow_changed, xdpflow_dump, xdpflow_dirty): %v", i, held)
+		require.Len(t, held[rstProg], 4, "start %d: BPF programs held (xdpflow, xdpflow_evict, xdpflow_dump, xdpflow_dirty): %v", i, held)
 		require.NotEmpty(t, held[rstMap], "start %d: no BPF map held", i)
 		xdp, attached := netnstest.LinkXDP(t, pair.Receiver, netnstest.ReceiverIface)
 		require.True(t, attached, "start %d: no XDP program on %s", i, netnstest.ReceiverIface)
@@ -140,7 +140,7 @@ func TestRestartLeavesNothingBehind(t *testing.T) {
 	if len(alive) != 0 {
 		t.Errorf("BPF objects created by the receivers still exist in the kernel: %s", strings.Join(alive, ", "))
 	}
-	require.Equal(t, restarts*5, len(created[rstProg]), "every start loads its own 5 programs")
+	require.Equal(t, restarts*4, len(created[rstProg]), "every start loads its own 4 programs")
 	require.Equal(t, restarts, len(created[rstLink]), "every start creates its own link")
 }
 

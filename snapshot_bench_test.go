@@ -69,19 +69,18 @@ func resetPeakRSS(tb testing.TB) {
 }
 
 // filledDatapath loads a datapath whose table of n entries holds n
-// connections, with ReadChanged if readChanged and TrackChanges if
-// trackChanges, and reads it once, as a receiver's first snapshot does:
+// connections, with TrackChanges if trackChanges, and reads it once, as a receiver's first snapshot does:
 // ReadFlows then knows the table is full (and walks it). The caller
 // closes it.
-func filledDatapath(b *testing.B, n int, readChanged, trackChanges bool) *datapath.Datapath {
-	return partlyFilledDatapath(b, n, n, readChanged, trackChanges)
+func filledDatapath(b *testing.B, n int, trackChanges bool) *datapath.Datapath {
+	return partlyFilledDatapath(b, n, n, trackChanges)
 }
 
 // partlyFilledDatapath is filledDatapath with a table of capacity
 // entries.
-func partlyFilledDatapath(b *testing.B, capacity, n int, readChanged, trackChanges bool) *datapath.Datapath {
+func partlyFilledDatapath(b *testing.B, capacity, n int, trackChanges bool) *datapath.Datapath {
 	dp, err := datapath.Load(datapath.Options{Ports: []uint16{8080}, NewConnectionsPerEvent: 5, MaxConnections: uint32(capacity),
-		ReadChanged: readChanged, TrackChanges: trackChanges})
+		TrackChanges: trackChanges})
 	require.NoError(b, err)
 	fillFlows(b, dp.Program(), n)
 	var first datapath.FlowTable
@@ -96,7 +95,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			dp := filledDatapath(b, n, false, false)
+			dp := filledDatapath(b, n, false)
 			defer dp.Close()
 
 			bld := testBuilder()
@@ -122,16 +121,12 @@ func BenchmarkSnapshot(b *testing.B) {
 // of 1,000,000 connections of which 1% had packets since the last one,
 // and the due share of the others (unchanged_export_interval of 4m at a
 // 10s collection_interval: 1/24), converted in exports. The 1% are
-// touched before each snapshot, untimed. Two ways, each in its own table:
-//
-//   - dirty-lists, the receiver's: packets list the entries they change
-//     (Options.TrackChanges); the snapshot reads those (ReadDirty), takes
-//     the due share and the idle ones from the tracker's memory. The
-//     first snapshot, which reads the whole table and exports every
-//     series, is measured apart (first-cpu-ms, first-peak-RSS-MiB).
-//   - kernel-walk, the way before it: xdpflow_changed walks the table and
-//     copies out the changed entries (last seen since the last snapshot)
-//     and the due share (ReadChanged).
+// touched before each snapshot, untimed. dirty-lists is the receiver's
+// way: packets list the entries they change (Options.TrackChanges); the
+// snapshot reads those (ReadDirty), takes the due share and the idle ones
+// from the tracker's memory. The first snapshot, which reads the whole
+// table and exports every series, is measured apart (first-cpu-ms,
+// first-peak-RSS-MiB).
 func BenchmarkChangedSnapshot(b *testing.B) {
 	privtest.RequireRoot(b)
 	const n, changed = 1_000_000, 10_000
@@ -145,7 +140,7 @@ func BenchmarkChangedSnapshot(b *testing.B) {
 		}
 	}
 	b.Run("dirty-lists", func(b *testing.B) {
-		dp := filledDatapath(b, n, false, true)
+		dp := filledDatapath(b, n, true)
 		defer dp.Close()
 		tracker := newChangedTracker(cfg)
 		defer tracker.free()
@@ -165,28 +160,6 @@ func BenchmarkChangedSnapshot(b *testing.B) {
 		})
 		b.ReportMetric(float64(firstCPU.Milliseconds()), "first-cpu-ms")
 		b.ReportMetric(float64(firstRSS)/(1<<20), "first-peak-RSS-MiB")
-	})
-	b.Run("kernel-walk", func(b *testing.B) {
-		dp := filledDatapath(b, n, true, false)
-		defer dp.Close()
-		clock, err := datapath.MeasureClockOffset()
-		require.NoError(b, err)
-		refresh := newChangedTracker(cfg).refresh
-		var flows datapath.FlowTable
-		var since uint64
-		var accepted uint32
-		measureChangedSnapshots(b, func(i int) {
-			since = clock.KernelNs(time.Now()) - uint64(datapath.MaxLag())
-			time.Sleep(2 * datapath.MaxLag()) // the touched packets are later than the lag
-			touch(b, dp, i)
-		}, func() *datapath.FlowTable {
-			sel := datapath.ChangedSelection{SinceNs: since, Refresh: refresh, Slot: accepted % refresh}
-			_, ok, err := dp.ReadChanged(&flows, sel)
-			require.NoError(b, err)
-			require.True(b, ok)
-			accepted++
-			return &flows
-		})
 	})
 }
 
@@ -336,7 +309,7 @@ func BenchmarkReadFlows(b *testing.B) {
 			name = fmt.Sprintf("%d-of-%d", c.n, c.capacity)
 		}
 		b.Run(name, func(b *testing.B) {
-			dp := partlyFilledDatapath(b, c.capacity, c.n, false, false)
+			dp := partlyFilledDatapath(b, c.capacity, c.n, false)
 			defer dp.Close()
 			require.NoError(b, dp.FullReadFallback())
 			for _, m := range []struct {

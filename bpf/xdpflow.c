@@ -101,8 +101,6 @@ volatile const __u32 daddr_mask6[4];
 volatile const __u8 cidr_saddr = 0;
 volatile const __u8 cidr_daddr = 0;
 volatile const __u8 cidr_other = 0;
-/* Store each key's hash at insert, for xdpflow_changed. */
-volatile const __u8 hash_keys = 0;
 /* List the entries packets change, for xdpflow_dirty (see "Changed
  * entries"); changed_capacity is the size of each list. */
 volatile const __u8 track_changes = 0;
@@ -141,7 +139,7 @@ struct {
 	__uint(max_entries, 65536); /* set by the loader */
 } flows SEC(".maps");
 
-/* The entries xdpflow_changed selects, read by the loader. */
+/* The entries xdpflow_dirty copies out, read by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -193,7 +191,6 @@ const struct trigger_event *unused_trigger_event __attribute__((unused));
 const enum xdpflow_stat *unused_stat __attribute__((unused));
 const struct evict_msg *unused_evict_msg __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
-const struct changed_msg *unused_changed_msg __attribute__((unused));
 const struct cidr_value *unused_cidr_value __attribute__((unused));
 const struct dirty_msg *unused_dirty_msg __attribute__((unused));
 
@@ -737,20 +734,6 @@ static __always_inline int add(struct flow_value *v, const struct flow_key *key,
 	return added;
 }
 
-/* key_hash spreads keys over the refresh slots of xdpflow_changed;
- * datapath.KeySlot computes the same in Go. */
-static __always_inline __u32 key_hash(const struct flow_key *key)
-{
-	const __u32 *w = (const __u32 *)key;
-	__u32 h = 2166136261u;
-#pragma unroll
-	for (int i = 0; i < sizeof(struct flow_key) / 4; i++) {
-		h ^= w[i];
-		h *= 16777619u;
-	}
-	return h ^ (h >> 16);
-}
-
 /* insert adds key's entry with this first packet, if key has none. The
  * entry is not live until publish(). */
 static __always_inline long insert(struct flow_key *key, __u64 packets, __u64 len, __u64 now)
@@ -765,8 +748,6 @@ static __always_inline long insert(struct flow_key *key, __u64 packets, __u64 le
 			.last_seen_ns = now,
 		},
 	};
-	if (hash_keys)
-		init.hash = key_hash(key);
 	return bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST);
 }
 
@@ -1098,54 +1079,6 @@ int xdpflow_evict(struct xdp_md *ctx)
 		__sync_fetch_and_add(&evictions, 1);
 	msg->found = 1;
 	msg->counters = final;
-	return XDP_PASS;
-}
-
-static long select_changed(void *map, const struct flow_key *key, struct flow_value *v, struct changed_msg *msg)
-{
-	msg->seen++;
-	__u64 last = v->counters.last_seen_ns;
-	/* Being evicted: its final counters come from xdpflow_evict. Pins
-	 * and STATE_NEW leave an entry live, with whole counters. */
-	if (v->dead & STATE_DEAD)
-		return 0;
-	if (last < msg->since_ns && last >= msg->idle_before_ns &&
-	    (msg->refresh == 0 || v->hash % msg->refresh != msg->slot))
-		return 0;
-	__u32 n = msg->selected++;
-	if (n < msg->skip)
-		return 0;
-	__u32 index = n - msg->skip;
-	struct changed_entry *e = bpf_map_lookup_elem(&changed_out, &index);
-	if (!e)
-		return 0; /* changed_out is full: the next run skips these */
-	e->key = *key;
-	e->counters = v->counters;
-	msg->copied++;
-	return 0;
-}
-
-/* xdpflow_changed copies the entries a snapshot with export_changed_only
- * exports (or evicts) to changed_out, so that the loader reads those and
- * not the whole table. The receiver no longer runs it: its walk of the
- * whole table costs ~0.1 s at 1 M entries, where xdpflow_dirty reads only
- * what packets listed ("Changed entries"); it stays as the way before in
- * BenchmarkChangedSnapshot (kernel-walk). The loader runs it with BPF_PROG_TEST_RUN on a
- * struct changed_msg, again with skip raised while copied fills
- * changed_out; it is never attached to an interface. Counters are read
- * without the entry's lock, as a batch lookup of the table reads them. */
-SEC("xdp")
-int xdpflow_changed(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct changed_msg *msg = data;
-	if ((void *)(msg + 1) > data_end)
-		return XDP_ABORTED;
-	struct changed_msg m = *msg;
-	m.seen = m.selected = m.copied = 0;
-	bpf_for_each_map_elem(&flows, select_changed, &m, 0);
-	*msg = m;
 	return XDP_PASS;
 }
 

@@ -106,11 +106,6 @@ struct flow_value {
 	/* The entry's own key: an entry deleted and reused for another key
 	 * while a packet held a pointer to it is recognised and skipped. */
 	struct flow_key key;
-	/* The key's hash, set at insert when the loader asks for it
-	 * (export_changed_only): xdpflow_changed picks the refresh share
-	 * by it without hashing every key of the table. */
-	__u32 hash;
-	__u32 pad;
 	/* The epoch in which a packet last marked the entry changed, when
 	 * the loader asks for change tracking (export_changed_only): an
 	 * entry whose epoch is not the current one is appended to the
@@ -130,25 +125,6 @@ struct evict_msg {
 	__u32 found;
 	__u32 pad;
 	struct flow_counters counters;
-};
-
-/* changed_msg is the data of one BPF_PROG_TEST_RUN of xdpflow_changed:
- * the loader fills the selection, the program fills the counts. */
-struct changed_msg {
-	/* Selected: entries last seen at or after since_ns (changed), or
-	 * before idle_before_ns (to evict), or whose key hashes to slot
-	 * modulo refresh (the unchanged share due). */
-	__u64 since_ns;
-	__u64 idle_before_ns;
-	__u32 refresh;
-	__u32 slot;
-	/* Selected entries to pass over (those of earlier runs). */
-	__u32 skip;
-	/* Out: entries seen, selected in all, and copied to changed_out
-	 * (at most its size, from index 0). */
-	__u32 seen;
-	__u32 selected;
-	__u32 copied;
 };
 
 /* changed_entry is one element of changed_out. */

@@ -35,16 +35,13 @@ type Datapath struct {
 	eventsMu     sync.Mutex
 	eventsClosed bool
 
-	mu     sync.Mutex
-	links  map[string]*attachment
-	names  map[int]string // every interface attached since Load, by ifindex
-	follow *follower      // set by Follow
-	state  *state         // nil without Options.StateDir
-	// changedCapacity is the size of changed_out; 0 without
-	// Options.ReadChanged and Options.TrackChanges.
-	changedCapacity uint32
-	tracking        bool // Options.TrackChanges
-	closed          bool
+	mu       sync.Mutex
+	links    map[string]*attachment
+	names    map[int]string // every interface attached since Load, by ifindex
+	follow   *follower      // set by Follow
+	state    *state         // nil without Options.StateDir
+	tracking bool           // Options.TrackChanges
+	closed   bool
 
 	// dump reads the whole table for ReadFlows; nil where it could not
 	// be loaded, for the reason in dumpErr. tableMu keeps Evict's
@@ -100,7 +97,6 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		return nil, privilegeError("load xdpflow program", err)
 	}
-	d.changedCapacity = changedCapacity(opts)
 	d.tracking = opts.TrackChanges
 	if err := errors.Join(fillCIDRs(d.objs.Cidrs, opts.CIDRs), d.state.commit()); err != nil {
 		d.objs.Close()
@@ -206,7 +202,6 @@ func loadConstants(opts Options) []loadConstant {
 		{xdpflowVarCidrSaddr, boolByte(src.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrDaddr, boolByte(dst.CIDRs && len(opts.CIDRs) > 0)},
 		{xdpflowVarCidrOther, boolByte(opts.OtherOutsideCIDRs)},
-		{xdpflowVarHashKeys, boolByte(opts.ReadChanged)},
 		{xdpflowVarTrackChanges, boolByte(opts.TrackChanges)},
 		{xdpflowVarChangedCapacity, max(1, changedCapacity(opts))},
 		// Now, above every epoch an earlier process left in a pinned table
@@ -215,10 +210,10 @@ func loadConstants(opts Options) []loadConstant {
 	}
 }
 
-// changedCapacity is the size of the buffer ReadChanged and ReadDirty
-// read from, and of each changed list.
+// changedCapacity is the size of the buffer ReadDirty reads from
+// (changed_out), and of each changed list; 0 without TrackChanges.
 func changedCapacity(opts Options) uint32 {
-	if !opts.ReadChanged && !opts.TrackChanges {
+	if !opts.TrackChanges {
 		return 0
 	}
 	return min(opts.MaxConnections, MaxChangedRead)

@@ -10,6 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// MaxChangedRead bounds the kernel's lists of changed entries
+// (Options.TrackChanges): each holds min(MaxConnections, MaxChangedRead)
+// keys, and ReadDirty returns at most as many entries at once.
+const MaxChangedRead = 65536
+
 // ReadDirty starts a new epoch of change tracking and replaces dst with
 // the entries packets changed in the epoch it ends, as they are now; a
 // key changed and evicted since is left out (its final counters came

@@ -296,38 +296,6 @@ func TestEgressNeverDrops(t *testing.T) {
 	}
 }
 
-// TestKeySlotOfTransmitKeys checks that KeySlot puts transmit keys in the
-// refresh slots xdpflow_changed puts them in: the direction is part of
-// the hashed key.
-func TestKeySlotOfTransmitKeys(t *testing.T) {
-	privtest.RequireRoot(t)
-	opts := withTransmit(allPorts(testOptions()))
-	opts.ReadChanged = true
-	d := loadDatapath(t, opts)
-	const n = 200
-	for i := range n {
-		runEgress(t, d, keyFrame(i), nil)
-	}
-	const refresh = 8
-	total := 0
-	for slot := range uint32(refresh) {
-		var tbl FlowTable
-		sel := ChangedSelection{SinceNs: ^uint64(0), Refresh: refresh, Slot: slot}
-		if _, ok, err := d.ReadChanged(&tbl, sel); err != nil || !ok {
-			t.Fatalf("ReadChanged(%+v): ok %v, %v", sel, ok, err)
-		}
-		for _, k := range tbl.Keys {
-			if k.Direction != Transmit || KeySlot(&k, refresh) != slot {
-				t.Errorf("slot %d: the kernel selected %s (direction %s), KeySlot says slot %d", slot, describeKey(k), k.Direction, KeySlot(&k, refresh))
-			}
-		}
-		total += tbl.Len()
-	}
-	if total != n {
-		t.Errorf("the %d slots hold %d entries, want %d", refresh, total, n)
-	}
-}
-
 // TestConcurrentBothDirections runs the XDP and the egress program from
 // several goroutines at once on the same frames, so that CPUs race to
 // insert and update the receive and the transmit entry of each

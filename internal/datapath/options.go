@@ -77,9 +77,9 @@ func ParseProtocol(s string) (Protocol, error) {
 }
 
 // MaxConnectionsLimit is the largest flow table the loader accepts.
-// Each entry costs 296 bytes of kernel memory, preallocated at load: 19.4
-// MB for 65536 entries, 5 GB at this limit. 216 are the table's (the
-// memlock of the flows map in /proc/self/fdinfo on Linux 6.18: 14,157,088
+// Each entry costs 288 bytes of kernel memory, preallocated at load: 18.9
+// MB for 65536 entries, 4.8 GB at this limit. 208 are the table's (the
+// memlock of the flows map in /proc/self/fdinfo on Linux 6.18: 13,632,784
 // bytes for 65536 entries, with the 48-byte key that holds the
 // destination address and the direction, and the value's epoch of change
 // tracking; TestSYNFlood logs it), 80 the array ReadFlows walks the table
@@ -121,9 +121,6 @@ type Options struct {
 	// the Datapath but a tc filter of a killed process, which the next
 	// Attach replaces.
 	StateDir string
-	// ReadChanged makes ReadChanged available, with a kernel buffer of
-	// min(MaxConnections, MaxChangedRead) entries of 80 bytes.
-	ReadChanged bool
 	// TrackChanges makes ReadDirty available: packets list the entries
 	// they change, once per epoch each, in two kernel lists of
 	// min(MaxConnections, MaxChangedRead) keys of 48 bytes, beside a

@@ -19,18 +19,6 @@ type xdpflowChangedEntry struct {
 	Counters xdpflowFlowCounters
 }
 
-type xdpflowChangedMsg struct {
-	_            structs.HostLayout
-	SinceNs      uint64
-	IdleBeforeNs uint64
-	Refresh      uint32
-	Slot         uint32
-	Skip         uint32
-	Seen         uint32
-	Selected     uint32
-	Copied       uint32
-}
-
 type xdpflowCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -92,8 +80,6 @@ type xdpflowFlowValue struct {
 	}
 	Dead     uint32
 	Key      xdpflowFlowKey
-	Hash     uint32
-	Pad      uint32
 	Epoch    uint64
 	Counters xdpflowFlowCounters
 }
@@ -126,7 +112,6 @@ const (
 	xdpflowMapFlows              = "flows"
 	xdpflowMapStats              = "stats"
 	xdpflowProgXdpflow           = "xdpflow"
-	xdpflowProgXdpflowChanged    = "xdpflow_changed"
 	xdpflowProgXdpflowDirty      = "xdpflow_dirty"
 	xdpflowProgXdpflowEgress     = "xdpflow_egress"
 	xdpflowProgXdpflowEvict      = "xdpflow_evict"
@@ -147,7 +132,6 @@ const (
 	xdpflowVarEpoch              = "epoch"
 	xdpflowVarEvictions          = "evictions"
 	xdpflowVarFullMark           = "full_mark"
-	xdpflowVarHashKeys           = "hash_keys"
 	xdpflowVarKeepDaddr          = "keep_daddr"
 	xdpflowVarKeepDport          = "keep_dport"
 	xdpflowVarKeepIfindex        = "keep_ifindex"
@@ -162,7 +146,6 @@ const (
 	xdpflowVarSaddrPrefix4       = "saddr_prefix4"
 	xdpflowVarSaddrPrefix6       = "saddr_prefix6"
 	xdpflowVarTrackChanges       = "track_changes"
-	xdpflowVarUnusedChangedMsg   = "unused_changed_msg"
 	xdpflowVarUnusedCidrKey      = "unused_cidr_key"
 	xdpflowVarUnusedCidrValue    = "unused_cidr_value"
 	xdpflowVarUnusedDirtyMsg     = "unused_dirty_msg"
@@ -213,11 +196,10 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
-	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
-	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
-	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
+	Xdpflow       *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowDirty  *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
+	XdpflowEgress *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
+	XdpflowEvict  *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
@@ -254,7 +236,6 @@ type xdpflowVariableSpecs struct {
 	Epoch              *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
-	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -269,7 +250,6 @@ type xdpflowVariableSpecs struct {
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
 	TrackChanges       *ebpf.VariableSpec `ebpf:"track_changes"`
-	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg     *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
@@ -340,7 +320,6 @@ type xdpflowVariables struct {
 	Epoch              *ebpf.Variable `ebpf:"epoch"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
-	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -355,7 +334,6 @@ type xdpflowVariables struct {
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
 	TrackChanges       *ebpf.Variable `ebpf:"track_changes"`
-	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg     *ebpf.Variable `ebpf:"unused_dirty_msg"`
@@ -368,17 +346,15 @@ type xdpflowVariables struct {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
-	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
-	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
-	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
+	Xdpflow       *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowDirty  *ebpf.Program `ebpf:"xdpflow_dirty"`
+	XdpflowEgress *ebpf.Program `ebpf:"xdpflow_egress"`
+	XdpflowEvict  *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.Xdpflow,
-		p.XdpflowChanged,
 		p.XdpflowDirty,
 		p.XdpflowEgress,
 		p.XdpflowEvict,

@@ -56,8 +56,6 @@ type xdpflowDumpFlowValue struct {
 	}
 	Dead     uint32
 	Key      xdpflowDumpFlowKey
-	Hash     uint32
-	Pad      uint32
 	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout

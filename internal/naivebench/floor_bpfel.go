@@ -74,8 +74,6 @@ type floorFlowValue struct {
 	}
 	Dead     uint32
 	Key      floorFlowKey
-	Hash     uint32
-	Pad      uint32
 	Epoch    uint64
 	Counters floorFlowCounters
 }
@@ -120,7 +118,6 @@ const (
 	floorProgFloorSameKey28       = "floor_same_key28"
 	floorProgFloorSmallLookup     = "floor_small_lookup"
 	floorProgXdpflow              = "xdpflow"
-	floorProgXdpflowChanged       = "xdpflow_changed"
 	floorProgXdpflowDirty         = "xdpflow_dirty"
 	floorProgXdpflowEgress        = "xdpflow_egress"
 	floorProgXdpflowEvict         = "xdpflow_evict"
@@ -142,7 +139,6 @@ const (
 	floorVarEpoch                 = "epoch"
 	floorVarEvictions             = "evictions"
 	floorVarFullMark              = "full_mark"
-	floorVarHashKeys              = "hash_keys"
 	floorVarKeepDaddr             = "keep_daddr"
 	floorVarKeepDport             = "keep_dport"
 	floorVarKeepIfindex           = "keep_ifindex"
@@ -157,7 +153,6 @@ const (
 	floorVarSaddrPrefix4          = "saddr_prefix4"
 	floorVarSaddrPrefix6          = "saddr_prefix6"
 	floorVarTrackChanges          = "track_changes"
-	floorVarUnusedChangedMsg      = "unused_changed_msg"
 	floorVarUnusedCidrKey         = "unused_cidr_key"
 	floorVarUnusedCidrValue       = "unused_cidr_value"
 	floorVarUnusedDirtyMsg        = "unused_dirty_msg"
@@ -217,7 +212,6 @@ type floorProgramSpecs struct {
 	FloorSameKey28       *ebpf.ProgramSpec `ebpf:"floor_same_key28"`
 	FloorSmallLookup     *ebpf.ProgramSpec `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowChanged       *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
 	XdpflowDirty         *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
 	XdpflowEgress        *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
@@ -260,7 +254,6 @@ type floorVariableSpecs struct {
 	Epoch              *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions          *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark           *ebpf.VariableSpec `ebpf:"full_mark"`
-	HashKeys           *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -275,7 +268,6 @@ type floorVariableSpecs struct {
 	SaddrPrefix4       *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
 	TrackChanges       *ebpf.VariableSpec `ebpf:"track_changes"`
-	UnusedChangedMsg   *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg     *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
@@ -351,7 +343,6 @@ type floorVariables struct {
 	Epoch              *ebpf.Variable `ebpf:"epoch"`
 	Evictions          *ebpf.Variable `ebpf:"evictions"`
 	FullMark           *ebpf.Variable `ebpf:"full_mark"`
-	HashKeys           *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr          *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport          *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex        *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -366,7 +357,6 @@ type floorVariables struct {
 	SaddrPrefix4       *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6       *ebpf.Variable `ebpf:"saddr_prefix6"`
 	TrackChanges       *ebpf.Variable `ebpf:"track_changes"`
-	UnusedChangedMsg   *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey      *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue    *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg     *ebpf.Variable `ebpf:"unused_dirty_msg"`
@@ -388,7 +378,6 @@ type floorPrograms struct {
 	FloorSameKey28       *ebpf.Program `ebpf:"floor_same_key28"`
 	FloorSmallLookup     *ebpf.Program `ebpf:"floor_small_lookup"`
 	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowChanged       *ebpf.Program `ebpf:"xdpflow_changed"`
 	XdpflowDirty         *ebpf.Program `ebpf:"xdpflow_dirty"`
 	XdpflowEgress        *ebpf.Program `ebpf:"xdpflow_egress"`
 	XdpflowEvict         *ebpf.Program `ebpf:"xdpflow_evict"`
@@ -405,7 +394,6 @@ func (p *floorPrograms) Close() error {
 		p.FloorSameKey28,
 		p.FloorSmallLookup,
 		p.Xdpflow,
-		p.XdpflowChanged,
 		p.XdpflowDirty,
 		p.XdpflowEgress,
 		p.XdpflowEvict,

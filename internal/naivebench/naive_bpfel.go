@@ -61,8 +61,6 @@ type naiveFlowValue struct {
 	}
 	Dead     uint32
 	Key      naiveFlowKey
-	Hash     uint32
-	Pad      uint32
 	Epoch    uint64
 	Counters struct {
 		_           structs.HostLayout
@@ -94,7 +92,6 @@ const (
 	naiveMapStats               = "stats"
 	naiveProgNaive              = "naive"
 	naiveProgXdpflow            = "xdpflow"
-	naiveProgXdpflowChanged     = "xdpflow_changed"
 	naiveProgXdpflowDirty       = "xdpflow_dirty"
 	naiveProgXdpflowEgress      = "xdpflow_egress"
 	naiveProgXdpflowEvict       = "xdpflow_evict"
@@ -115,7 +112,6 @@ const (
 	naiveVarEpoch               = "epoch"
 	naiveVarEvictions           = "evictions"
 	naiveVarFullMark            = "full_mark"
-	naiveVarHashKeys            = "hash_keys"
 	naiveVarKeepDaddr           = "keep_daddr"
 	naiveVarKeepDport           = "keep_dport"
 	naiveVarKeepIfindex         = "keep_ifindex"
@@ -131,7 +127,6 @@ const (
 	naiveVarSaddrPrefix4        = "saddr_prefix4"
 	naiveVarSaddrPrefix6        = "saddr_prefix6"
 	naiveVarTrackChanges        = "track_changes"
-	naiveVarUnusedChangedMsg    = "unused_changed_msg"
 	naiveVarUnusedCidrKey       = "unused_cidr_key"
 	naiveVarUnusedCidrValue     = "unused_cidr_value"
 	naiveVarUnusedDirtyMsg      = "unused_dirty_msg"
@@ -182,12 +177,11 @@ type naiveSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveProgramSpecs struct {
-	Naive          *ebpf.ProgramSpec `ebpf:"naive"`
-	Xdpflow        *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowChanged *ebpf.ProgramSpec `ebpf:"xdpflow_changed"`
-	XdpflowDirty   *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
-	XdpflowEgress  *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
-	XdpflowEvict   *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
+	Naive         *ebpf.ProgramSpec `ebpf:"naive"`
+	Xdpflow       *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowDirty  *ebpf.ProgramSpec `ebpf:"xdpflow_dirty"`
+	XdpflowEgress *ebpf.ProgramSpec `ebpf:"xdpflow_egress"`
+	XdpflowEvict  *ebpf.ProgramSpec `ebpf:"xdpflow_evict"`
 }
 
 // naiveMapSpecs contains maps before they are loaded into the kernel.
@@ -226,7 +220,6 @@ type naiveVariableSpecs struct {
 	Epoch               *ebpf.VariableSpec `ebpf:"epoch"`
 	Evictions           *ebpf.VariableSpec `ebpf:"evictions"`
 	FullMark            *ebpf.VariableSpec `ebpf:"full_mark"`
-	HashKeys            *ebpf.VariableSpec `ebpf:"hash_keys"`
 	KeepDaddr           *ebpf.VariableSpec `ebpf:"keep_daddr"`
 	KeepDport           *ebpf.VariableSpec `ebpf:"keep_dport"`
 	KeepIfindex         *ebpf.VariableSpec `ebpf:"keep_ifindex"`
@@ -242,7 +235,6 @@ type naiveVariableSpecs struct {
 	SaddrPrefix4        *ebpf.VariableSpec `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.VariableSpec `ebpf:"saddr_prefix6"`
 	TrackChanges        *ebpf.VariableSpec `ebpf:"track_changes"`
-	UnusedChangedMsg    *ebpf.VariableSpec `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.VariableSpec `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg      *ebpf.VariableSpec `ebpf:"unused_dirty_msg"`
@@ -317,7 +309,6 @@ type naiveVariables struct {
 	Epoch               *ebpf.Variable `ebpf:"epoch"`
 	Evictions           *ebpf.Variable `ebpf:"evictions"`
 	FullMark            *ebpf.Variable `ebpf:"full_mark"`
-	HashKeys            *ebpf.Variable `ebpf:"hash_keys"`
 	KeepDaddr           *ebpf.Variable `ebpf:"keep_daddr"`
 	KeepDport           *ebpf.Variable `ebpf:"keep_dport"`
 	KeepIfindex         *ebpf.Variable `ebpf:"keep_ifindex"`
@@ -333,7 +324,6 @@ type naiveVariables struct {
 	SaddrPrefix4        *ebpf.Variable `ebpf:"saddr_prefix4"`
 	SaddrPrefix6        *ebpf.Variable `ebpf:"saddr_prefix6"`
 	TrackChanges        *ebpf.Variable `ebpf:"track_changes"`
-	UnusedChangedMsg    *ebpf.Variable `ebpf:"unused_changed_msg"`
 	UnusedCidrKey       *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedCidrValue     *ebpf.Variable `ebpf:"unused_cidr_value"`
 	UnusedDirtyMsg      *ebpf.Variable `ebpf:"unused_dirty_msg"`
@@ -346,19 +336,17 @@ type naiveVariables struct {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naivePrograms struct {
-	Naive          *ebpf.Program `ebpf:"naive"`
-	Xdpflow        *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowChanged *ebpf.Program `ebpf:"xdpflow_changed"`
-	XdpflowDirty   *ebpf.Program `ebpf:"xdpflow_dirty"`
-	XdpflowEgress  *ebpf.Program `ebpf:"xdpflow_egress"`
-	XdpflowEvict   *ebpf.Program `ebpf:"xdpflow_evict"`
+	Naive         *ebpf.Program `ebpf:"naive"`
+	Xdpflow       *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowDirty  *ebpf.Program `ebpf:"xdpflow_dirty"`
+	XdpflowEgress *ebpf.Program `ebpf:"xdpflow_egress"`
+	XdpflowEvict  *ebpf.Program `ebpf:"xdpflow_evict"`
 }
 
 func (p *naivePrograms) Close() error {
 	return _NaiveClose(
 		p.Naive,
 		p.Xdpflow,
-		p.XdpflowChanged,
 		p.XdpflowDirty,
 		p.XdpflowEgress,
 		p.XdpflowEvict,

@@ -1,22 +1,16 @@
 package datapath
 
-// ChangedSelection selects entries of the flow table: those last seen at
-// or after SinceNs, or before IdleBeforeNs, or whose key is in refresh
-// slot Slot of Refresh (KeySlot).
-type ChangedSelection struct {
-	SinceNs, IdleBeforeNs uint64
-	Refresh, Slot         uint32
-}
-
-// KeySlot returns the refresh slot of k among refresh, as the program's
-// xdpflow_changed computes it: a 32-bit FNV-1a over the key's twelve
-// little-endian words (its memory in struct flow_key), folded.
+// KeySlot returns the refresh slot of k among refresh: KeyHash(k) modulo
+// refresh. It depends only on the key, so a key keeps its slot for as
+// long as refresh stays the same. Only Go computes it (the receiver's
+// refresh share of export_changed_only): the kernel stores no hash.
 func KeySlot(k *FlowKey, refresh uint32) uint32 {
 	return KeyHash(k) % refresh
 }
 
 // KeyHash returns the hash KeySlot reduces: a 32-bit FNV-1a over the
-// key's twelve little-endian words, folded.
+// key's twelve little-endian words (its memory in struct flow_key, the
+// padding zero), folded. Every field is hashed, the direction included.
 func KeyHash(k *FlowKey) uint32 {
 	var words [12]uint32
 	for i := range 4 {
