@@ -51,7 +51,8 @@ type Datapath struct {
 	dump    *dumper
 	dumpErr error
 	tableMu sync.Mutex
-	// lastRead is how many entries ReadFlows read last time.
+	// lastRead is how many entries ReadFlows read last time; -1 before
+	// its first read.
 	lastRead atomic.Int64
 }
 
@@ -103,6 +104,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	d.dump, d.dumpErr = loadDumper(d.objs.Flows)
+	d.lastRead.Store(-1)
 	d.events, err = ringbuf.NewReader(d.objs.Events)
 	if err != nil {
 		d.objs.Close()
