@@ -365,17 +365,14 @@ func TestEgressFollowedInterface(t *testing.T) {
 	}
 }
 
-// TestIntegrationEgressGSO sends bulk TCP from the sender namespace with
-// generic segmentation offload on its veth, so that the egress program,
-// attached there, sees GSO packets of many segments, which the kernel
-// cuts after it, before the veth: the transmit entry must equal, in
-// packets and bytes, a capture of the segments on the far side, over IPv4
-// and IPv6. (TSO proper hands the super-packets to the peer whole:
-// TestIntegrationEgressTSO.)
-func TestIntegrationEgressGSO(t *testing.T) {
-	privtest.RequireRoot(t)
+// countSenderEgress builds a veth pair, switches the sender's features
+// named by patterns on, and attaches a datapath counting transmit (every
+// port) to the sender's veth; it returns the pair, the datapath and that
+// veth's ifindex.
+func countSenderEgress(t *testing.T, features ...string) (*netnstest.Pair, *Datapath, int) {
+	t.Helper()
 	pair := netnstest.New(t)
-	if err := netnstest.SetFeatures(pair.Sender, netnstest.SenderIface, true, "tx-generic-segmentation"); err != nil {
+	if err := netnstest.SetFeatures(pair.Sender, netnstest.SenderIface, true, features...); err != nil {
 		t.Fatal(err)
 	}
 	opts := withTransmit(allPorts(DefaultOptions()))
@@ -392,6 +389,19 @@ func TestIntegrationEgressGSO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pair, d, idx
+}
+
+// TestIntegrationEgressGSO sends bulk TCP from the sender namespace with
+// generic segmentation offload on its veth, so that the egress program,
+// attached there, sees GSO packets of many segments, which the kernel
+// cuts after it, before the veth: the transmit entry must equal, in
+// packets and bytes, a capture of the segments on the far side, over IPv4
+// and IPv6. (TSO proper hands the super-packets to the peer whole:
+// TestIntegrationEgressTSO.)
+func TestIntegrationEgressGSO(t *testing.T) {
+	privtest.RequireRoot(t)
+	pair, d, idx := countSenderEgress(t, "tx-generic-segmentation")
 	for _, fam := range []struct{ src, dst netip.Addr }{
 		{netnstest.SenderIPv4, netnstest.ReceiverIPv4},
 		{netnstest.SenderIPv6, netnstest.ReceiverIPv6},
@@ -429,24 +439,7 @@ func TestIntegrationEgressGSO(t *testing.T) {
 // IPv6. The capture must hold GSO packets, or TSO was not in effect.
 func TestIntegrationEgressTSO(t *testing.T) {
 	privtest.RequireRoot(t)
-	pair := netnstest.New(t)
-	if err := netnstest.SetFeatures(pair.Sender, netnstest.SenderIface, true, "tx-tcp-segmentation", "tx-tcp6-segmentation"); err != nil {
-		t.Fatal(err)
-	}
-	opts := withTransmit(allPorts(DefaultOptions()))
-	opts.MaxConnections = 1024
-	d := loadDatapath(t, opts)
-	err := pair.Do(pair.Sender, func() error {
-		_, err := d.Attach(netnstest.SenderIface, AttachGeneric)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("Attach to %s: %v", netnstest.SenderIface, err)
-	}
-	idx, err := netnstest.Ifindex(pair.Sender, netnstest.SenderIface)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair, d, idx := countSenderEgress(t, "tx-tcp-segmentation", "tx-tcp6-segmentation")
 	for _, fam := range []struct {
 		src, dst netip.Addr
 		gsoType  uint8

@@ -199,6 +199,16 @@ func ethtoolSocket() (int, error) {
 // disableOffloads switches offloadFeatures off on the interface iface of
 // the calling thread's network namespace, and checks that they are off.
 func disableOffloads(iface string) error {
+	if err := switchFeatures(iface, false, offloadFeatures); err != nil {
+		return fmt.Errorf("switch offloads off: %w", err)
+	}
+	return nil
+}
+
+// switchFeatures switches the features of the interface iface of the
+// calling thread's network namespace named by patterns on or off, and
+// checks that they took effect (setFeatures).
+func switchFeatures(iface string, on bool, patterns []string) error {
 	fd, err := ethtoolSocket()
 	if err != nil {
 		return err
@@ -208,16 +218,16 @@ func disableOffloads(iface string) error {
 	if err != nil {
 		return err
 	}
-	off, err := matchFeatures(names, offloadFeatures)
+	matched, err := matchFeatures(names, patterns)
 	if err != nil {
 		return err
 	}
-	want := make(map[string]bool, len(off))
-	for _, f := range off {
-		want[f] = false
+	want := make(map[string]bool, len(matched))
+	for _, f := range matched {
+		want[f] = on
 	}
 	if err := setFeatures(fd, iface, want); err != nil {
-		return fmt.Errorf("switch offloads off: %w", err)
+		return fmt.Errorf("switch %v %s on %s: %w", matched, onOff(on), iface, err)
 	}
 	return nil
 }
@@ -250,25 +260,8 @@ func nsFeatures(ns, iface string) (map[string]bool, error) {
 // e.g. GSO on a sender whose segments a test counts.
 func SetFeatures(ns, iface string, on bool, patterns ...string) error {
 	return Do(ns, func() error {
-		fd, err := ethtoolSocket()
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		names, err := featureNames(fd, iface)
-		if err != nil {
-			return err
-		}
-		matched, err := matchFeatures(names, patterns)
-		if err != nil {
-			return err
-		}
-		want := make(map[string]bool, len(matched))
-		for _, f := range matched {
-			want[f] = on
-		}
-		if err := setFeatures(fd, iface, want); err != nil {
-			return fmt.Errorf("switch %v %s on %s in netns %s: %w", matched, onOff(on), iface, ns, err)
+		if err := switchFeatures(iface, on, patterns); err != nil {
+			return fmt.Errorf("netns %s: %w", ns, err)
 		}
 		return nil
 	})
