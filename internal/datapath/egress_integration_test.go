@@ -101,13 +101,8 @@ func itEgressConversation(t *testing.T, pair *netnstest.Pair, d *Datapath, ifind
 		t.Fatal(err)
 	}
 
-	family := uint8(FamilyIPv4)
-	if src.Is6() {
-		family = FamilyIPv6
-	}
-	key := FlowKey{SrcAddr: client.Addr().As16(), Ifindex: ifindex, SrcPort: client.Port(), DstPort: 8080, Proto: TCP, Family: family}
-	txKey := key
-	txKey.Direction = Transmit
+	key := connKey(client, ifindex, 8080, TCP, Receive)
+	txKey := connKey(client, ifindex, 8080, TCP, Transmit)
 	flows := itFlows(t, d)
 	for _, c := range []struct {
 		name string
@@ -365,6 +360,17 @@ func TestEgressFollowedInterface(t *testing.T) {
 	}
 }
 
+// connKey is the key of one direction of a connection between remote and
+// this host's localPort on interface ifindex, as both programs store it:
+// the remote side as the source (see TestBothDirectionsOfOneConnection).
+func connKey(remote netip.AddrPort, ifindex uint32, localPort uint16, proto Protocol, dir Direction) FlowKey {
+	family := uint8(FamilyIPv4)
+	if remote.Addr().Is6() {
+		family = FamilyIPv6
+	}
+	return FlowKey{SrcAddr: remote.Addr().As16(), Ifindex: ifindex, SrcPort: remote.Port(), DstPort: localPort, Proto: proto, Family: family, Direction: dir}
+}
+
 // countSenderEgress builds a veth pair, switches the sender's features
 // named by patterns on, and attaches a datapath counting transmit (every
 // port) to the sender's veth; it returns the pair, the datapath and that
@@ -414,11 +420,7 @@ func TestIntegrationEgressGSO(t *testing.T) {
 			t.Fatal(err)
 		}
 		packets, bytes := res.Pcap.Count(func(f netnstest.Frame) bool { return f.Src == client.Addr() && f.SrcPort == client.Port() })
-		family := uint8(FamilyIPv4)
-		if fam.src.Is6() {
-			family = FamilyIPv6
-		}
-		key := FlowKey{SrcAddr: fam.dst.As16(), Ifindex: uint32(idx), SrcPort: 8080, DstPort: client.Port(), Proto: TCP, Family: family, Direction: Transmit}
+		key := connKey(netip.AddrPortFrom(fam.dst, 8080), uint32(idx), client.Port(), TCP, Transmit)
 		v, ok := itFlows(t, d)[key]
 		if !ok {
 			t.Errorf("%s: no transmit entry %+v; table %+v", fam.src, key, itFlows(t, d))
@@ -477,11 +479,7 @@ func TestIntegrationEgressTSO(t *testing.T) {
 		if gsoPackets == 0 {
 			t.Fatalf("%s: no GSO packet among the %d captured: TSO was not in effect", fam.src, len(res.Pcap.Packets))
 		}
-		family := uint8(FamilyIPv4)
-		if fam.src.Is6() {
-			family = FamilyIPv6
-		}
-		key := FlowKey{SrcAddr: fam.dst.As16(), Ifindex: uint32(idx), SrcPort: 8080, DstPort: client.Port(), Proto: TCP, Family: family, Direction: Transmit}
+		key := connKey(netip.AddrPortFrom(fam.dst, 8080), uint32(idx), client.Port(), TCP, Transmit)
 		v, ok := itFlows(t, d)[key]
 		if !ok {
 			t.Errorf("%s: no transmit entry %+v; table %+v", fam.src, key, itFlows(t, d))
@@ -563,13 +561,8 @@ func itUDPEcho(t *testing.T, pair *netnstest.Pair, ifindex uint32, src, dst neti
 		t.Fatal(err)
 	}
 	local := client.LocalAddr().(*net.UDPAddr).AddrPort()
-	family := uint8(FamilyIPv4)
-	if src.Is6() {
-		family = FamilyIPv6
-	}
-	key := FlowKey{SrcAddr: src.As16(), Ifindex: ifindex, SrcPort: local.Port(), DstPort: 8080, Proto: UDP, Family: family}
-	txKey := key
-	txKey.Direction = Transmit
+	key := connKey(netip.AddrPortFrom(src, local.Port()), ifindex, 8080, UDP, Receive)
+	txKey := connKey(netip.AddrPortFrom(src, local.Port()), ifindex, 8080, UDP, Transmit)
 	var out []itCaptured
 	for _, c := range []struct {
 		name string
