@@ -353,27 +353,9 @@ func (b *otlpHTTPBackend) startCounts() map[string]int {
 // the source, the local port as the destination port.
 func transmitCounts(t *testing.T, res tcpdumpResult) map[conn]counts {
 	t.Helper()
-	m := map[conn]counts{}
-	for i, pkt := range res.Pcap.Packets {
-		f, err := netnstest.DecodeEthernet(pkt.Data)
-		if err != nil {
-			t.Errorf("captured packet %d: %v", i, err)
-			continue
-		}
-		if pkt.OrigLen > 1514 {
-			t.Errorf("captured packet %d has %d bytes, more than the MTU: offloads are on", i, pkt.OrigLen)
-		}
-		transport := map[uint8]string{6: "tcp", 17: "udp"}[f.Proto]
-		if transport == "" {
-			continue
-		}
-		c := conn{Transport: transport, Src: f.Dst, SrcPort: f.DstPort, DstPort: f.SrcPort}
-		v := m[c]
-		v.Packets++
-		v.Bytes += uint64(pkt.OrigLen)
-		m[c] = v
-	}
-	return m
+	return countCaptured(t, res, func(f netnstest.Frame, transport string) conn {
+		return conn{Transport: transport, Src: f.Dst, SrcPort: f.DstPort, DstPort: f.SrcPort}
+	})
 }
 
 // udpEcho sends, from client in the sender namespace to server in the

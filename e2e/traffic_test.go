@@ -117,8 +117,19 @@ func tcpConversation(t *testing.T, pair *netnstest.Pair, src netip.Addr, to neti
 }
 
 // captureCounts returns, per TCP or UDP connection, the packets and frame
-// bytes of a capture.
+// bytes of a capture of received packets: each connection named by the
+// packets' source and destination port.
 func captureCounts(t *testing.T, res tcpdumpResult) map[conn]counts {
+	t.Helper()
+	return countCaptured(t, res, func(f netnstest.Frame, transport string) conn {
+		return conn{Transport: transport, Src: f.Src, SrcPort: f.SrcPort, DstPort: f.DstPort}
+	})
+}
+
+// countCaptured returns, per TCP or UDP connection as name names it, the
+// packets and frame bytes of a capture, each checked to fit the MTU (no
+// offload merged it).
+func countCaptured(t *testing.T, res tcpdumpResult, name func(f netnstest.Frame, transport string) conn) map[conn]counts {
 	t.Helper()
 	m := map[conn]counts{}
 	for i, pkt := range res.Pcap.Packets {
@@ -130,16 +141,11 @@ func captureCounts(t *testing.T, res tcpdumpResult) map[conn]counts {
 		if pkt.OrigLen > 1514 {
 			t.Errorf("captured packet %d has %d bytes, more than the MTU: offloads are on", i, pkt.OrigLen)
 		}
-		var tr string
-		switch f.Proto {
-		case 6:
-			tr = "tcp"
-		case 17:
-			tr = "udp"
-		default:
+		transport := map[uint8]string{6: "tcp", 17: "udp"}[f.Proto]
+		if transport == "" {
 			continue
 		}
-		c := conn{Transport: tr, Src: f.Src, SrcPort: f.SrcPort, DstPort: f.DstPort}
+		c := name(f, transport)
 		v := m[c]
 		v.Packets++
 		v.Bytes += uint64(pkt.OrigLen)
