@@ -147,21 +147,16 @@ struct {
 	__uint(max_entries, 1); /* set by the loader */
 } changed_out SEC(".maps");
 
-/* The changed lists of the two epochs, alternating: keys appended by
- * packets, read by xdpflow_dirty. */
+/* The changed lists of the two epochs, interleaved: slot 2i + l is entry
+ * i of list l (the parity of its epoch). Keys are appended by packets and
+ * read by xdpflow_dirty. One map, so that every helper call site sees one
+ * map: Linux 6.1's verifier refuses a call site that sees two. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct flow_key);
-	__uint(max_entries, 1); /* set by the loader */
-} changed_keys_0 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct flow_key);
-	__uint(max_entries, 1); /* set by the loader */
-} changed_keys_1 SEC(".maps");
+	__uint(max_entries, 2); /* set by the loader: 2 * changed_capacity */
+} changed_keys SEC(".maps");
 
 /* Named CIDRs, filled by the loader before the program is attached. */
 struct {
@@ -211,6 +206,18 @@ static __always_inline int port_counted(__u16 port)
 static __always_inline int proto_counted(__u8 proto)
 {
 	return (proto == IPPROTO_TCP && count_tcp) || (proto == IPPROTO_UDP && count_udp);
+}
+
+/* be16_len reads a big-endian length field as a value the verifier knows
+ * to be at most 0xffff: before Linux 6.15 (or so) the verifier does not
+ * bound a byte swap's result, and a length added to a packet pointer must
+ * be bounded. The barrier keeps clang from dropping the mask it knows to
+ * be redundant. */
+static __always_inline __u32 be16_len(__be16 field)
+{
+	__u32 v = bpf_ntohs(field);
+	barrier_var(v);
+	return v & 0xffff;
 }
 
 /* Results of the parse functions: negative means "not counted". */
@@ -273,7 +280,7 @@ static __always_inline int parse_ports(void *l4, void *ip_end, void *data_end, s
 	struct udphdr *uh = l4;
 	if ((void *)(uh + 1) > data_end || (void *)(uh + 1) > ip_end)
 		return -1;
-	__u32 ulen = bpf_ntohs(uh->len);
+	__u32 ulen = be16_len(uh->len);
 	if (ulen < sizeof(*uh)) {
 		if (ulen != 0 || key->family != XDPFLOW_FAMILY_IPV6)
 			return -1;
@@ -312,7 +319,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, void *pkt_end, i
 	if (iph->version != 4 || iph->ihl < 5)
 		return -1;
 	__u32 hdr_len = iph->ihl * 4;
-	__u32 tot_len = bpf_ntohs(iph->tot_len);
+	__u32 tot_len = be16_len(iph->tot_len);
 	void *ip_end = l3 + tot_len;
 	if (tot_len < hdr_len || ip_end > pkt_end)
 		return -1;
@@ -346,7 +353,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, void *pkt_end, i
 		return -1;
 	if (ip6h->version != 6)
 		return -1;
-	void *ip_end = (void *)(ip6h + 1) + bpf_ntohs(ip6h->payload_len);
+	void *ip_end = (void *)(ip6h + 1) + be16_len(ip6h->payload_len);
 	if (ip_end > pkt_end)
 		return -1;
 	set_addrs(key, dir, 0, &ip6h->saddr, &ip6h->daddr, 16);
@@ -671,9 +678,10 @@ static __always_inline void append_changed(const struct flow_key *key, __u64 e)
 		if (now == e) {
 			__u32 index = __sync_fetch_and_add(&changed_count[list], 1);
 			struct flow_key *slot = NULL;
-			if (index < changed_capacity)
-				slot = list ? bpf_map_lookup_elem(&changed_keys_1, &index)
-					    : bpf_map_lookup_elem(&changed_keys_0, &index);
+			if (index < changed_capacity) {
+				__u32 at = index * 2 + list;
+				slot = bpf_map_lookup_elem(&changed_keys, &at);
+			}
 			if (slot)
 				*slot = *key;
 			else
@@ -1082,11 +1090,14 @@ int xdpflow_evict(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* copy_listed copies the entry of one listed key to changed_out. */
-static long copy_listed(void *map, const __u32 *index, const struct flow_key *key, struct dirty_msg *msg)
+/* copy_listed copies the entry of one key of the list being read (the
+ * parity of msg->epoch's predecessor, in msg->list) to changed_out. */
+static long copy_listed(void *map, const __u32 *slot, const struct flow_key *key, struct dirty_msg *msg)
 {
-	if (*index >= msg->listed)
+	if (*slot / 2 >= msg->listed)
 		return 1;
+	if ((*slot & 1) != msg->list)
+		return 0; /* the other list's */
 	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 	if (!v)
 		return 0; /* evicted: its final counters came from xdpflow_evict */
@@ -1150,12 +1161,9 @@ int xdpflow_dirty(struct xdp_md *ctx)
 		m.overflow = 1;
 		m.listed = changed_capacity;
 	}
-	if (!m.overflow) {
-		if (list)
-			bpf_for_each_map_elem(&changed_keys_1, copy_listed, &m, 0);
-		else
-			bpf_for_each_map_elem(&changed_keys_0, copy_listed, &m, 0);
-	}
+	m.list = list;
+	if (!m.overflow)
+		bpf_for_each_map_elem(&changed_keys, copy_listed, &m, 0);
 	*msg = m;
 	return XDP_PASS;
 }

@@ -147,7 +147,8 @@ struct dirty_msg {
 	/* Entries copied to changed_out, from index 0: the listed keys
 	 * still in the table. */
 	__u32 copied;
-	__u32 pad;
+	/* The list read: the parity of the epoch ended (set by xdpflow_dirty). */
+	__u32 list;
 };
 
 /* trigger_event is sent on the ring buffer every N new connections. */

@@ -38,7 +38,7 @@ type xdpflowDirtyMsg struct {
 	Overflow uint32
 	Listed   uint32
 	Copied   uint32
-	Pad      uint32
+	List     uint32
 }
 
 type xdpflowEvictMsg struct {
@@ -104,8 +104,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xdpflowMapChangedKeys0       = "changed_keys_0"
-	xdpflowMapChangedKeys1       = "changed_keys_1"
+	xdpflowMapChangedKeys        = "changed_keys"
 	xdpflowMapChangedOut         = "changed_out"
 	xdpflowMapCidrs              = "cidrs"
 	xdpflowMapEvents             = "events"
@@ -206,13 +205,12 @@ type xdpflowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowMapSpecs struct {
-	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys *ebpf.MapSpec `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // xdpflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -278,19 +276,17 @@ func (o *xdpflowObjects) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowMaps struct {
-	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
-	Cidrs        *ebpf.Map `ebpf:"cidrs"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	Stats        *ebpf.Map `ebpf:"stats"`
+	ChangedKeys *ebpf.Map `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.Map `ebpf:"changed_out"`
+	Cidrs       *ebpf.Map `ebpf:"cidrs"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
-		m.ChangedKeys0,
-		m.ChangedKeys1,
+		m.ChangedKeys,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,

@@ -100,8 +100,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	floorMapChangedKeys0          = "changed_keys_0"
-	floorMapChangedKeys1          = "changed_keys_1"
+	floorMapChangedKeys           = "changed_keys"
 	floorMapChangedOut            = "changed_out"
 	floorMapCidrs                 = "cidrs"
 	floorMapEvents                = "events"
@@ -221,15 +220,14 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
-	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	Flows28      *ebpf.MapSpec `ebpf:"flows28"`
-	SmallFlows   *ebpf.MapSpec `ebpf:"small_flows"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys *ebpf.MapSpec `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	Flows28     *ebpf.MapSpec `ebpf:"flows28"`
+	SmallFlows  *ebpf.MapSpec `ebpf:"small_flows"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -296,21 +294,19 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
-	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
-	Cidrs        *ebpf.Map `ebpf:"cidrs"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	Flows28      *ebpf.Map `ebpf:"flows28"`
-	SmallFlows   *ebpf.Map `ebpf:"small_flows"`
-	Stats        *ebpf.Map `ebpf:"stats"`
+	ChangedKeys *ebpf.Map `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.Map `ebpf:"changed_out"`
+	Cidrs       *ebpf.Map `ebpf:"cidrs"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	Flows28     *ebpf.Map `ebpf:"flows28"`
+	SmallFlows  *ebpf.Map `ebpf:"small_flows"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
-		m.ChangedKeys0,
-		m.ChangedKeys1,
+		m.ChangedKeys,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,

@@ -81,8 +81,7 @@ type naiveNaiveValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	naiveMapChangedKeys0        = "changed_keys_0"
-	naiveMapChangedKeys1        = "changed_keys_1"
+	naiveMapChangedKeys         = "changed_keys"
 	naiveMapChangedOut          = "changed_out"
 	naiveMapCidrs               = "cidrs"
 	naiveMapEvents              = "events"
@@ -188,15 +187,14 @@ type naiveProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type naiveMapSpecs struct {
-	ChangedKeys0 *ebpf.MapSpec `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.MapSpec `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.MapSpec `ebpf:"changed_out"`
-	Cidrs        *ebpf.MapSpec `ebpf:"cidrs"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	NaiveEvents  *ebpf.MapSpec `ebpf:"naive_events"`
-	NaiveFlows   *ebpf.MapSpec `ebpf:"naive_flows"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	ChangedKeys *ebpf.MapSpec `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.MapSpec `ebpf:"changed_out"`
+	Cidrs       *ebpf.MapSpec `ebpf:"cidrs"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	NaiveEvents *ebpf.MapSpec `ebpf:"naive_events"`
+	NaiveFlows  *ebpf.MapSpec `ebpf:"naive_flows"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // naiveVariableSpecs contains global variables before they are loaded into the kernel.
@@ -263,21 +261,19 @@ func (o *naiveObjects) Close() error {
 //
 // It can be passed to loadNaiveObjects or ebpf.CollectionSpec.LoadAndAssign.
 type naiveMaps struct {
-	ChangedKeys0 *ebpf.Map `ebpf:"changed_keys_0"`
-	ChangedKeys1 *ebpf.Map `ebpf:"changed_keys_1"`
-	ChangedOut   *ebpf.Map `ebpf:"changed_out"`
-	Cidrs        *ebpf.Map `ebpf:"cidrs"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	NaiveEvents  *ebpf.Map `ebpf:"naive_events"`
-	NaiveFlows   *ebpf.Map `ebpf:"naive_flows"`
-	Stats        *ebpf.Map `ebpf:"stats"`
+	ChangedKeys *ebpf.Map `ebpf:"changed_keys"`
+	ChangedOut  *ebpf.Map `ebpf:"changed_out"`
+	Cidrs       *ebpf.Map `ebpf:"cidrs"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	NaiveEvents *ebpf.Map `ebpf:"naive_events"`
+	NaiveFlows  *ebpf.Map `ebpf:"naive_flows"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *naiveMaps) Close() error {
 	return _NaiveClose(
-		m.ChangedKeys0,
-		m.ChangedKeys1,
+		m.ChangedKeys,
 		m.ChangedOut,
 		m.Cidrs,
 		m.Events,
