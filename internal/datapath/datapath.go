@@ -94,7 +94,7 @@ func Load(opts Options) (*Datapath, error) {
 				strings.Join(missing, ", "), err)
 		}
 		if isVerr {
-			return nil, fmt.Errorf("load xdpflow program: %+v", verr)
+			return nil, verifierError(err, verr)
 		}
 		return nil, privilegeError("load xdpflow program", err)
 	}
@@ -149,8 +149,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps[xdpflowMapFlows].MaxEntries = opts.MaxConnections
 	spec.Maps[xdpflowMapCidrs].MaxEntries = uint32(max(1, len(opts.CIDRs)))
 	spec.Maps[xdpflowMapChangedOut].MaxEntries = max(1, changedCapacity(opts))
-	spec.Maps[xdpflowMapChangedKeys0].MaxEntries = max(1, changedCapacity(opts))
-	spec.Maps[xdpflowMapChangedKeys1].MaxEntries = max(1, changedCapacity(opts))
+	spec.Maps[xdpflowMapChangedKeys].MaxEntries = 2 * max(1, changedCapacity(opts)) // both lists, interleaved
 	for _, c := range loadConstants(opts) {
 		if err := spec.Variables[c.name].Set(c.value); err != nil {
 			return fmt.Errorf("set %s: %w", c.name, err)
