@@ -209,10 +209,10 @@ static __always_inline int proto_counted(__u8 proto)
 }
 
 /* be16_len reads a big-endian length field as a value the verifier knows
- * to be at most 0xffff: before Linux 6.15 (or so) the verifier does not
- * bound a byte swap's result, and a length added to a packet pointer must
- * be bounded. The barrier keeps clang from dropping the mask it knows to
- * be redundant. */
+ * to be at most 0xffff: the verifiers of Linux 6.1 and 6.12 do not bound a
+ * byte swap's result, and a length added to a packet pointer must be
+ * bounded. The barrier keeps clang from dropping the mask it knows to be
+ * redundant. */
 static __always_inline __u32 be16_len(__be16 field)
 {
 	__u32 v = bpf_ntohs(field);
@@ -798,9 +798,15 @@ static __always_inline void mark_full(__u64 generation)
  * (EEXIST) looks it up again, and so does a packet that meets its entry
  * being evicted (see "Lossless eviction"). Whatever cannot be stored in
  * the table (full, or still being evicted after MAX_COUNT_ATTEMPTS) is
- * added to the overflow counters. */
-static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len)
+ * added to the overflow counters.
+ *
+ * A global function, so that the verifier checks it once per program,
+ * for any key, rather than once for every way the parse can end: that
+ * product is what approached its limit of processed instructions. */
+__attribute__((noinline)) int count(struct flow_key *key, __u64 packets, __u64 len)
 {
+	if (!key)
+		return 0;
 	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
 	 * precise one, and is precise enough for first and last seen. */
 	__u64 now = bpf_ktime_get_coarse_ns();
@@ -815,7 +821,7 @@ static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len
 		struct flow_value *v = bpf_map_lookup_elem(&flows, key);
 		if (v) {
 			if (add(v, key, packets, len, now))
-				return;
+				return 0;
 			evicting = 1;
 			continue; /* being evicted or published, or reused for another key */
 		}
@@ -826,7 +832,7 @@ static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len
 		if (err == 0) {
 			publish(key);
 			on_new_connection(now);
-			return;
+			return 0;
 		}
 		if (err == -E2BIG)
 			mark_full(generation);
@@ -835,6 +841,7 @@ static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len
 	}
 	stat_add(STAT_OVERFLOW_PACKETS, packets);
 	stat_add(STAT_OVERFLOW_BYTES, len);
+	return 0;
 }
 
 static __always_inline void mask_addr(__u8 *addr, const volatile __u32 *mask)
