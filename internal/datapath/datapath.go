@@ -66,6 +66,9 @@ func Load(opts Options) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, privilegeError("raise RLIMIT_MEMLOCK for BPF maps", err)
 	}
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
 	spec, err := loadXdpflow()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded xdpflow program: %w", err)
