@@ -790,31 +790,27 @@ static __always_inline void mark_full(__u64 generation)
 		full_mark = generation + 1;
 }
 
-/* count adds a packet (packets on the wire, len bytes) to key's entry,
- * inserting it if needed. Both programs count through it: the XDP
- * program with packets 1, a constant folded away.
- *
- * No packet is lost to a race: an insert that finds the key already there
- * (EEXIST) looks it up again, and so does a packet that meets its entry
- * being evicted (see "Lossless eviction"). Whatever cannot be stored in
- * the table (full, or still being evicted after MAX_COUNT_ATTEMPTS) is
- * added to the overflow counters.
+/* count_slow is count() past its first lookup: the retries, the insert
+ * and the overflow. No packet is lost to a race: an insert that finds the
+ * key already there (EEXIST) looks it up again, and so does a packet that
+ * meets its entry being evicted (see "Lossless eviction"). Whatever cannot
+ * be stored in the table (full, or still being evicted after
+ * MAX_COUNT_ATTEMPTS) is added to the overflow counters. evicting: the
+ * caller's lookup met the entry being evicted or published.
  *
  * A global function, so that the verifier checks it once per program,
  * for any key, rather than once for every way the parse can end: that
- * product is what approached its limit of processed instructions. */
-__attribute__((noinline)) int count(struct flow_key *key, __u64 packets, __u64 len)
+ * product is what approached its limit of processed instructions. It
+ * works on a copy of the key on its own stack: Linux 6.1 takes a map key
+ * from the stack, not from the memory a global function's pointer
+ * argument points to. */
+__attribute__((noinline)) int count_slow(const struct flow_key *packet_key, __u64 packets, __u64 len, __u64 now,
+					 int evicting)
 {
-	if (!key)
+	if (!packet_key)
 		return 0;
-	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
-	 * precise one, and is precise enough for first and last seen. */
-	__u64 now = bpf_ktime_get_coarse_ns();
-
-	/* Set once this packet met its entry being evicted: the eviction
-	 * frees an entry for it, so the full-table hint, which may not have
-	 * caught up yet, is not to be trusted. */
-	int evicting = 0;
+	struct flow_key k = *packet_key;
+	struct flow_key *key = &k;
 
 #pragma clang loop unroll(disable)
 	for (int attempt = 0; attempt < MAX_COUNT_ATTEMPTS; attempt++) {
@@ -822,6 +818,9 @@ __attribute__((noinline)) int count(struct flow_key *key, __u64 packets, __u64 l
 		if (v) {
 			if (add(v, key, packets, len, now))
 				return 0;
+			/* Set once this packet met its entry being evicted: the
+			 * eviction frees an entry for it, so the full-table hint,
+			 * which may not have caught up yet, is not to be trusted. */
 			evicting = 1;
 			continue; /* being evicted or published, or reused for another key */
 		}
@@ -842,6 +841,22 @@ __attribute__((noinline)) int count(struct flow_key *key, __u64 packets, __u64 l
 	stat_add(STAT_OVERFLOW_PACKETS, packets);
 	stat_add(STAT_OVERFLOW_BYTES, len);
 	return 0;
+}
+
+/* count adds a packet (packets on the wire, len bytes) to key's entry,
+ * inserting it if needed. Both programs count through it: the XDP
+ * program with packets 1, a constant folded away. The hit path (the
+ * entry is there and live) is inline; everything else is count_slow's,
+ * which looks the key up again. */
+static __always_inline void count(struct flow_key *key, __u64 packets, __u64 len)
+{
+	/* The coarse clock (one tick, e.g. 4 ms) costs a fraction of the
+	 * precise one, and is precise enough for first and last seen. */
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+	if (v && add(v, key, packets, len, now))
+		return;
+	count_slow(key, packets, len, now, v != NULL);
 }
 
 static __always_inline void mask_addr(__u8 *addr, const volatile __u32 *mask)
