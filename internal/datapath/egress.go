@@ -208,6 +208,10 @@ func removeOurFilters(ifindex int) error {
 	}
 	defer nl.Close()
 	ours, err := ourFilters(nl, ifindex)
+	var gone netlink.LinkNotFoundError
+	if errors.As(err, &gone) {
+		return nil // not in this network namespace: no filter of ours to remove here
+	}
 	if err != nil {
 		return err
 	}
