@@ -4,6 +4,7 @@ package datapath
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -18,7 +19,8 @@ import (
 // lookup of a new connection together and race to insert it; then each
 // goroutine runs a few of them with RunOptions.Repeat, so that CPUs update
 // one entry in parallel in tight loops. Every packet must be counted
-// exactly once, and every connection inserted once.
+// exactly once (in its connection, or in the overflow where a CPU stalled),
+// and every connection inserted once.
 //
 // A run with Repeat > 1 costs about 20ms whatever the count (the kernel
 // swaps the XDP dispatcher around it), hence few such runs.
@@ -76,21 +78,45 @@ func TestConcurrentRuns(t *testing.T) {
 	if len(flows) != conns {
 		t.Fatalf("got %d flows, want %d", len(flows), conns)
 	}
+	// A packet meeting an entry another CPU inserted but has not yet
+	// published retries MAX_COUNT_ATTEMPTS lookups, then goes to the
+	// overflow counters: counted, not attributed. Only a CPU stalled in
+	// that window leads there, as an emulator's vCPUs are (emulatedCPUs).
+	var missing Stats
 	for i := range conns {
 		packets := uint64(goroutines * passes)
 		if i < hot {
 			packets += goroutines * repeat
 		}
 		wantBytes := packets * uint64(len(keyFrame(i)))
-		if v, ok := flows[keyOf(i, ifindex)]; !ok || v.Packets != packets || v.Bytes != wantBytes {
+		v, ok := flows[keyOf(i, ifindex)]
+		if !ok || v.Packets > packets || v.Bytes > wantBytes {
 			t.Errorf("connection %d: %+v (present %v), want %d packets, %d bytes", i, v, ok, packets, wantBytes)
+			continue
 		}
+		missing.OverflowPackets += packets - v.Packets
+		missing.OverflowBytes += wantBytes - v.Bytes
 	}
-	want := Stats{NewConnections: conns, Events: conns / 5}
-	if st := readStats(t, d); st != want {
-		t.Errorf("stats %+v, want %+v", st, want)
+	st := readStats(t, d)
+	want := Stats{NewConnections: conns, Events: conns / 5, OverflowPackets: missing.OverflowPackets,
+		OverflowBytes: missing.OverflowBytes}
+	if st != want {
+		t.Errorf("stats %+v, want %+v: the packets missing from connections are the overflow", st, want)
+	}
+	if st.OverflowPackets != 0 && !emulatedCPUs() {
+		t.Errorf("%d packets in overflow: the retries did not outlast an insert's publication", st.OverflowPackets)
+	}
+	if st.OverflowPackets != 0 {
+		t.Logf("%d packets in overflow under emulation (%s set)", st.OverflowPackets, emulatedCPUsEnv)
 	}
 }
+
+// emulatedCPUsEnv, set by the VM kernel matrix (vmtest/tier.sh), says that
+// the CPUs are emulated: a vCPU can stall for milliseconds between two
+// instructions, longer than any bounded retry waits.
+const emulatedCPUsEnv = "XDPFLOW_EMULATED_CPUS"
+
+func emulatedCPUs() bool { return os.Getenv(emulatedCPUsEnv) != "" }
 
 // runExactly runs prog on frame repeat times in one BPF_PROG_TEST_RUN.
 //
