@@ -14,5 +14,5 @@ import (
 func TestCreateMetricsFailsOffLinux(t *testing.T) {
 	f := NewFactory()
 	_, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(f.Type()), f.CreateDefaultConfig(), consumertest.NewNop())
-	require.ErrorContains(t, err, "the xdpflow receiver needs Linux 5.15+")
+	require.ErrorContains(t, err, "the xdpflow receiver needs Linux 6.1+")
 }

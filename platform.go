@@ -10,5 +10,5 @@ func platformError(goos, goarch string) error {
 	if goos == "linux" {
 		return nil
 	}
-	return fmt.Errorf("the xdpflow receiver needs Linux 5.15+ (XDP and BPF); this collector was built for %s/%s", goos, goarch)
+	return fmt.Errorf("the xdpflow receiver needs Linux 6.1+ (XDP and BPF); this collector was built for %s/%s", goos, goarch)
 }

@@ -4,7 +4,7 @@
 // interfaces and reads its per-connection counters.
 //
 // Loading and attaching need CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or
-// root) and a kernel of 5.15 or newer.
+// root) and a kernel of 6.1 or newer (MinKernel; Load refuses older ones).
 package datapath
 
 import (

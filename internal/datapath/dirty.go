@@ -67,7 +67,7 @@ func (d *Datapath) readChangedOut(dst *FlowTable, n uint32) error {
 func monotonicNs() uint64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 1 // not on Linux 5.15; Load fails anyway
+		return 1 // not on Linux; Load fails anyway
 	}
 	return uint64(ts.Nano())
 }

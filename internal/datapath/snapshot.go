@@ -74,7 +74,7 @@ func (d *Datapath) FullReadFallback() error { return d.dumpErr }
 // ReadFlowsBatch is ReadFlows by batch lookups (BPF_MAP_LOOKUP_BATCH):
 // each takes the lock of every bucket it reads and copies whole kernel
 // values, ~4x the cost of the walk at 1,000,000 entries. They need
-// Linux 5.6 or newer (the package requires 5.15). It returns every entry,
+// Linux 5.6 or newer (the package requires 6.1). It returns every entry,
 // including one being evicted, whose final counts Evict returns.
 func (d *Datapath) ReadFlowsBatch(dst *FlowTable) error {
 	dst.Reset()
@@ -92,7 +92,7 @@ func (d *Datapath) ReadFlowsBatch(dst *FlowTable) error {
 			return nil
 		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("read flow table: batch lookups need Linux 5.6 or newer (xdpflow requires 5.15): %w", err)
+			return fmt.Errorf("read flow table: batch lookups need Linux 5.6 or newer (xdpflow requires 6.1): %w", err)
 		}
 		if err != nil {
 			return fmt.Errorf("read flow table: %w", err)
