@@ -14,7 +14,7 @@ CONFIG      ?= examples/default.yaml
 # 300000 inputs take about 30 s here.
 FUZZTIME    ?= 300000x
 
-.PHONY: all generate test cross collector run e2e bench fuzz check-root check-go
+.PHONY: all generate test stress cross collector run e2e vmtest vmtest-all bench fuzz check-root check-go
 
 all: test
 
@@ -37,6 +37,24 @@ test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
+## stress: the long variants (as root): the verifier budget under every combination of the
+## load-time options
+stress: check-go
+	XDPFLOW_STRESS=1 $(GO) test -count=1 -run 'TestVerifierBudget' -v ./internal/datapath/
+
+## vmtest: run the kernel tier (vmtest/tier.sh) in a VM booted from Debian's kernel KERNEL
+## (vmtest/kernels.sh: 6.1, 6.12, 5.10, 6.1-arm64; default 6.1), as root; needs qemu-system-x86
+## (qemu-system-arm for arm64), busybox-static, cpio and xz-utils; kernels are fetched with apt
+## and cached in ~/.cache/xdpflow-vmtest
+KERNEL ?= 6.1
+vmtest: collector
+	COLLECTOR=$(abspath $(COLLECTOR)) bash vmtest/run.sh $(KERNEL)
+
+## vmtest-all: the kernel tier on this machine's kernel and on every kernel of the matrix, then a
+## table of the results (each kernel's output in build/vmtest/KERNEL.log)
+vmtest-all: collector
+	COLLECTOR=$(abspath $(COLLECTOR)) bash vmtest/matrix.sh
+
 ## cross: build and vet for every target a distribution may include; off Linux the factory
 ## registers and creating the receiver fails with "needs Linux 5.15+"
 CROSS_TARGETS := linux/amd64 linux/arm64 darwin/arm64 windows/amd64
@@ -51,9 +69,10 @@ $(OCB):
 	$(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION)
 
 ## collector: build the otelcol-xdpflow distribution with ocb into build/otelcol-xdpflow/
+## (static, CGO_ENABLED=0: it runs anywhere, the VM kernel matrix's initramfs included)
 collector: check-go $(OCB)
 	mkdir -p $(DIST_DIR)
-	$(OCB) --config builder-config.yaml
+	CGO_ENABLED=0 $(OCB) --config builder-config.yaml
 
 ## run: build the collector and run it on lo, port 8080, printing metrics (debug exporter)
 run: check-root collector
