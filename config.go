@@ -188,10 +188,15 @@ func (c *Config) Validate() error {
 	if _, err := datapath.ParseAttachMode(c.AttachMode); err != nil {
 		add("attach_mode: %q is not one of auto, native, generic", c.AttachMode)
 	}
+	var outOfRange []string
 	for _, p := range c.Ports {
 		if p < 1 || p > 65535 {
-			add("ports: %d is out of range (1-65535; an empty list counts every port)", p)
+			outOfRange = append(outOfRange, strconv.Itoa(p))
 		}
+	}
+	if len(outOfRange) > 0 {
+		add("ports: %s %s out of range (1-65535; an empty list counts every port)", summarise(outOfRange),
+			map[bool]string{true: "is", false: "are"}[len(outOfRange) == 1])
 	}
 	if d := duplicates(c.Ports, func(p int) int { return p }); d != "" {
 		add("ports: %s listed more than once", d)
@@ -315,7 +320,7 @@ func checkInterfaceName(name string) error {
 }
 
 // duplicates lists, comma-separated, the values that appear more than
-// once after normalising them with norm.
+// once after normalising them with norm (see summarise).
 func duplicates[T any, K comparable](values []T, norm func(T) K) string {
 	seen := make(map[K]int, len(values))
 	var dups []string
@@ -326,7 +331,19 @@ func duplicates[T any, K comparable](values []T, norm func(T) K) string {
 			dups = append(dups, fmt.Sprint(k))
 		}
 	}
-	return strings.Join(dups, ", ")
+	return summarise(dups)
+}
+
+// listedInErrors is how many values an error lists before it counts the rest.
+const listedInErrors = 5
+
+// summarise joins values with commas, the first listedInErrors of them
+// and how many more: a long list's error stays one short line.
+func summarise(values []string) string {
+	if len(values) <= listedInErrors {
+		return strings.Join(values, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(values[:listedInErrors], ", "), len(values)-listedInErrors)
 }
 
 // datapathOptions converts a validated Config into the loader's options.

@@ -111,6 +111,10 @@ func TestValidateRejects(t *testing.T) {
 		{"port 0", func(c *Config) { c.Ports = []int{0} }, "ports: 0 is out of range (1-65535; an empty list counts every port)"},
 		{"port too big", func(c *Config) { c.Ports = []int{65536} }, "ports: 65536 is out of range (1-65535; an empty list counts every port)"},
 		{"duplicate ports", func(c *Config) { c.Ports = []int{80, 443, 80} }, "ports: 80 listed more than once"},
+		{"many duplicate ports", func(c *Config) { c.Ports = append(portRange(1, 100), portRange(1, 100)...) },
+			"ports: 1, 2, 3, 4, 5 and 95 more listed more than once"},
+		{"many ports out of range", func(c *Config) { c.Ports = append(portRange(65536, 65545), 0) },
+			"ports: 65536, 65537, 65538, 65539, 65540 and 6 more are out of range (1-65535; an empty list counts every port)"},
 		{"no protocols", func(c *Config) { c.Protocols = nil }, "protocols: at least one of tcp, udp is required"},
 		{"unknown protocol", func(c *Config) { c.Protocols = []string{"sctp"} }, `protocols: "sctp" is not one of tcp, udp`},
 		{"duplicate protocols", func(c *Config) { c.Protocols = []string{"tcp", "TCP"} }, "protocols: tcp listed more than once"},
@@ -249,4 +253,13 @@ func TestValidateRejectsMoreCIDRsThanTheKernelHolds(t *testing.T) {
 	require.EqualError(t, cfg.Validate(), "cidrs: 16385 are more than the 16384 the kernel table holds")
 	cfg.CIDRs = cfg.CIDRs[:datapath.MaxCIDRs]
 	require.NoError(t, cfg.Validate())
+}
+
+// portRange returns the ports from first to last.
+func portRange(first, last int) []int {
+	var ports []int
+	for p := first; p <= last; p++ {
+		ports = append(ports, p)
+	}
+	return ports
 }
