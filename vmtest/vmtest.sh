@@ -93,7 +93,12 @@ arm64)
 	console=ttyAMA0
 	;;
 esac
+# An x86 guest gets one thread for every vCPU: with a thread each
+# (MTTCG), 6.12 took an int3 oops in the BPF dispatcher that the kernel
+# was patching on another vCPU. Race tests still interleave the vCPUs, at
+# every time slice. An arm64 guest's vCPUs run in parallel.
 accel=(-accel tcg)
+[ "$KARCH" = amd64 ] && accel=(-accel tcg,thread=single)
 if [ -w /dev/kvm ] && [ "$KARCH" = "$(host_arch)" ] && grep -qE 'vmx|svm' /proc/cpuinfo; then
 	accel=(-accel kvm -accel tcg)
 fi
