@@ -127,13 +127,26 @@ busybox_for() {
 	echo "$d/bin/busybox"
 }
 
+# kernel_entry NAME prints NAME's line of the matrix (name suite arch
+# pattern tier); host, the kernel of this machine, runs the full tier.
+# An unknown name fails, saying which names there are.
+kernel_entry() {
+	if [ "$1" = host ]; then
+		echo "host - $(host_arch) - full"
+		return
+	fi
+	local line
+	line="$(echo "$KERNELS" | awk -v n="$1" '$1 == n')"
+	[ -n "$line" ] || vm_die "unknown kernel '$1'; the matrix has: host $(kernel_names)"
+	echo "$line"
+}
+
 # kernel_fetch NAME fetches (or finds in the cache) kernel NAME and sets
 # KDIR (vmlinuz, config, modules/ flat with modules.dep, busybox), KARCH
 # and KVERSION.
 kernel_fetch() {
 	local name="$1" line suite pattern deb
-	line="$(echo "$KERNELS" | awk -v n="$name" '$1 == n')"
-	[ -n "$line" ] || vm_die "unknown kernel '$name'; the matrix has: $(kernel_names)"
+	line="$(kernel_entry "$name")" || exit 1
 	read -r _ suite KARCH pattern _ <<<"$line"
 	if deb="$(apt_fetch "$suite" "$KARCH" "$pattern" "$VMTEST_CACHE/debs")"; then
 		:

@@ -25,10 +25,7 @@ for k in "${kernels[@]}"; do
 	summary="$(grep -E '^vmtest tier ' "$log" | tail -1 | sed 's/.*: //')"
 	result=passed
 	[ "$rc" -eq 0 ] || { result=FAILED; failed=$((failed + 1)); }
-	arch="$(host_arch)" tier=full
-	if [ "$k" != host ]; then
-		read -r _ _ arch _ tier <<<"$(echo "$KERNELS" | awk -v n="$k" '$1 == n')"
-	fi
+	read -r _ _ arch _ tier <<<"$(kernel_entry "$k")"
 	rows+=("| $k | ${release:-?} | $arch | $tier | $result (${summary:-no summary}) | ${secs} s |")
 	echo "vmtest: $k: $result in ${secs} s (log: $log)"
 done

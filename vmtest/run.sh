@@ -8,13 +8,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=kernels.sh
 . "$here/kernels.sh"
 kernel="${1:?usage: run.sh KERNEL (or host: the tier on the kernel of this machine, no VM)}"
-if [ "$kernel" = host ]; then
-	arch="$(host_arch)" tier=full
-else
-	line="$(echo "$KERNELS" | awk -v n="$kernel" '$1 == n')"
-	[ -n "$line" ] || vm_die "unknown kernel '$kernel'; the matrix has: host $(kernel_names)"
-	read -r _ _ arch _ tier <<<"$line"
-fi
+line="$(kernel_entry "$kernel")"
+read -r _ _ arch _ tier <<<"$line"
 
 out="$(cd "$here/.." && pwd)/build/vmtest/$kernel"
 rm -rf "$out" && mkdir -p "$out"
