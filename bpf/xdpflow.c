@@ -175,7 +175,7 @@ struct {
 } stats SEC(".maps");
 
 /* 256 KiB: about 10,000 events of 24 bytes, enough for the events of a
- * burst to queue while the reader leaves the ring alone (eventReadGap). */
+ * burst to queue while the reader leaves the ring alone (EventReadGap). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);

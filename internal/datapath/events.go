@@ -16,7 +16,7 @@ import (
 // closed by Close.
 func (d *Datapath) Events() <-chan TriggerEvent { return d.trig }
 
-// eventReadGap is how long the reader leaves the ring buffer alone once
+// EventReadGap is how long the reader leaves the ring buffer alone once
 // it has drained it. The kernel wakes a reader only for a record written
 // when the reader had read everything before it, so during a burst of new
 // connections the events queue up without one cross-CPU wake-up each
@@ -24,7 +24,7 @@ func (d *Datapath) Events() <-chan TriggerEvent { return d.trig }
 // then takes them all at once. The first event after a quiet time is
 // delivered at once; the later ones of a burst wait at most this long,
 // well under any min_snapshot_interval worth setting.
-const eventReadGap = 20 * time.Millisecond
+const EventReadGap = 20 * time.Millisecond
 
 func (d *Datapath) readEvents() {
 	defer d.wg.Done()
@@ -48,7 +48,7 @@ func (d *Datapath) readEvents() {
 		select {
 		case <-d.closing:
 			return
-		case <-time.After(eventReadGap):
+		case <-time.After(EventReadGap):
 		}
 	}
 }
