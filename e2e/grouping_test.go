@@ -117,8 +117,7 @@ func groupCounts(m map[conn]counts) (map[seriesKey]counts, map[seriesKey]int) {
 	sums, conns := map[seriesKey]counts{}, map[seriesKey]int{}
 	for c, v := range m {
 		k := groupOf(c)
-		s := sums[k]
-		sums[k] = counts{Packets: s.Packets + v.Packets, Bytes: s.Bytes + v.Bytes}
+		sums[k] = sums[k].plus(v)
 		conns[k]++
 	}
 	return sums, conns

@@ -38,7 +38,7 @@ func TestCollectorCountsAcrossARestart(t *testing.T) {
 	t.Run("after", func(t *testing.T) { _, more = sendUDPBothFamilies(t, pair, 41001, 41002, 40) })
 	total := maps.Clone(sent)
 	for c, n := range more {
-		total[c] = counts{Packets: total[c].Packets + n.Packets, Bytes: total[c].Bytes + n.Bytes}
+		total[c] = total[c].plus(n)
 	}
 	fm := waitLatest(t, backend.read, total, valuesTimeout)
 	checkLatest(t, "the backend", fm, total, total)

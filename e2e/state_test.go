@@ -173,8 +173,7 @@ func capturedBetween(res tcpdumpResult, from, to time.Time) counts {
 func sumCounts(m map[conn]counts) counts {
 	var s counts
 	for _, v := range m {
-		s.Packets += v.Packets
-		s.Bytes += v.Bytes
+		s = s.plus(v)
 	}
 	return s
 }

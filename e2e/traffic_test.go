@@ -46,6 +46,11 @@ type counts struct{ Packets, Bytes uint64 }
 
 func (c counts) String() string { return fmt.Sprintf("%d packets %d bytes", c.Packets, c.Bytes) }
 
+// plus returns the sum of c and d.
+func (c counts) plus(d counts) counts {
+	return counts{Packets: c.Packets + d.Packets, Bytes: c.Bytes + d.Bytes}
+}
+
 // traffic is what sendTraffic sent.
 type traffic struct {
 	// conns are the connections, in the order they were made.
